@@ -1,0 +1,242 @@
+"""One typed configuration, loaded from YAML with environment-variable overrides.
+
+Order of precedence (later wins): packaged `defaults.yaml` < the user's YAML file
+< `PIPELINE__SECTION__KEY=value` environment variables (values parsed as YAML, so
+`PIPELINE__TUNING__N_TRIALS=50` is an int). Unknown keys and wrong types stop the
+run before any work, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULTS = Path(__file__).with_name("defaults.yaml")
+ENV_PREFIX = "PIPELINE__"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which key and how to fix it."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsConfig(Section):
+    work_dir: str = ".pipeline"
+
+
+class SyntheticConfig(Section):
+    customers: int = Field(1500, ge=50)
+    seed: int = 7
+
+
+class DataConfig(Section):
+    spec: str = "adventureworks"
+    url: str = "sqlite:///{work_dir}/data/synthetic_adventureworks.db"
+    generate_if_missing: bool = True
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class LabelConfig(Section):
+    horizon_days: int = Field(180, ge=1)
+
+
+class FeatureConfig(Section):
+    max_depth: int = Field(2, ge=1, le=4)
+    agg_primitives: list[str] = ["count", "sum", "mean", "max", "min", "std", "num_unique", "mode"]
+    trans_primitives: list[str] = ["month", "weekday", "time_since_previous"]
+    max_features: int = Field(300, ge=1)
+    approximate: str | None = None
+    n_jobs: int = 1
+
+
+class SplitConfig(Section):
+    method: Literal["time", "random"] = "time"
+    test_size: float = Field(0.2, gt=0, lt=1)
+    valid_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    min_rows: int = Field(50, ge=10)
+
+
+class ModelConfig(Section):
+    params: dict[str, Any] = {}
+    num_boost_round: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    num_threads: int = Field(0, ge=0, description="0: cores / workers on this host")
+
+
+class SearchParam(Section):
+    name: str
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError(f"search param {self.name!r}: categorical needs `choices`")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"search param {self.name!r}: needs low < high")
+        if self.log and self.step is not None:
+            raise ValueError(f"search param {self.name!r}: `log` and `step` cannot be combined")
+        return self
+
+
+class TuningConfig(Section):
+    n_trials: int = Field(20, ge=0)
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    seed: int = 42
+    n_startup_trials: int = Field(5, ge=0)
+    pruner_warmup_steps: int = Field(20, ge=0)
+    storage: str = "journal:///{work_dir}/optuna/journal.log"
+    study_name: str = "churn-{spec}"
+    dispatch: Literal["local", "prefect"] = "local"
+    n_shards: int = Field(1, ge=1)
+    shard_deployment: str = "tuning-shard/tuning-shard"
+    heartbeat_interval: int = Field(10, ge=1)
+    timeout_minutes: float = Field(120, gt=0)
+    search_space: list[SearchParam] = []
+
+
+class TrackingConfig(Section):
+    tracking_uri: str = "sqlite:///{work_dir}/mlflow/mlflow.db"
+    artifact_location: str | None = "{work_dir}/mlflow/artifacts"
+    experiment: str = "churn-{spec}"
+    registered_model: str = "churn-{spec}"
+    champion_alias: str = "champion"
+
+
+class StorageConfig(Section):
+    uri: str = "{work_dir}/artifacts"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+
+class PrefectConfig(Section):
+    work_pool: str = "churn-pool"
+    flow_timeout_minutes: float = 180
+
+
+class Config(Section):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    labels: LabelConfig = LabelConfig()
+    features: FeatureConfig = FeatureConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    tuning: TuningConfig = TuningConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    storage: StorageConfig = StorageConfig()
+    prefect: PrefectConfig = PrefectConfig()
+
+    @field_validator("tuning")
+    @classmethod
+    def _search_space_names_unique(cls, tuning: TuningConfig) -> TuningConfig:
+        names = [p.name for p in tuning.search_space]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"search_space names must be unique, repeated: {dupes}")
+        return tuning
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.paths.work_dir)
+
+    def resolved(self) -> "Config":
+        """Substitute `{work_dir}` and `{spec}` in string values; `{work_dir}` becomes absolute."""
+        spec_name = Path(self.data.spec).stem if self.data.spec.endswith((".yaml", ".yml")) else self.data.spec
+        subs = {"work_dir": str(Path(self.paths.work_dir).resolve()), "spec": spec_name}
+        return Config.model_validate(_substitute(self.model_dump(), subs))
+
+
+def _substitute(value: Any, subs: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, new in subs.items():
+            value = value.replace("{" + key + "}", new)
+        return value
+    if isinstance(value, dict):
+        return {k: _substitute(v, subs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, subs) for v in value]
+    return value
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`PIPELINE__TUNING__N_TRIALS=50` -> {"tuning": {"n_trials": 50}}."""
+    result: dict[str, Any] = {}
+    for name, raw in (os.environ if environ is None else environ).items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        node = result
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return result
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        hint = "remove it or fix its spelling" if err["type"] == "extra_forbidden" else err["msg"]
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
+        lines.append(f"  - {where}: {hint} (got {err.get('input')!r}; YAML key `{where}` or env {env})")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Defaults < YAML file < environment < explicit overrides, validated and resolved."""
+    data = _read_yaml(DEFAULTS)
+    sources = ["defaults"]
+    if path is not None:
+        data = deep_merge(data, _read_yaml(Path(path)))
+        sources.append(str(path))
+    env = env_overrides(environ)
+    if env:
+        data = deep_merge(data, env)
+        sources.append("environment")
+    if overrides:
+        data = deep_merge(data, overrides)
+        sources.append("overrides")
+    try:
+        return Config.model_validate(data).resolved()
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, " < ".join(sources))) from None

@@ -1,0 +1,4 @@
+SELECT
+    ProductCategoryID,
+    Name AS CategoryName
+FROM ProductCategory

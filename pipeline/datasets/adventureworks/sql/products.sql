@@ -1,0 +1,13 @@
+SELECT
+    ProductID,
+    ProductSubcategoryID,
+    Color,
+    ProductLine,
+    Class,
+    Style,
+    Size,
+    MakeFlag,
+    ListPrice,
+    StandardCost,
+    DaysToManufacture
+FROM Product

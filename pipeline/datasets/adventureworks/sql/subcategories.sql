@@ -1,0 +1,5 @@
+SELECT
+    ProductSubcategoryID,
+    ProductCategoryID,
+    Name AS SubcategoryName
+FROM ProductSubcategory
