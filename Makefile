@@ -1,0 +1,34 @@
+# Everything runs from a project-local virtual environment built from the pinned lock.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv run test e2e bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)  ## train a model end to end on the embedded defaults
+	$(PY) -m pipeline run $(ARGS)
+
+test: $(STAMP)  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear down
+	bash services/e2e.sh
+
+bench: $(STAMP)  ## tuning throughput with 1 and 2 workers on real AdventureWorks (AW_DATA_DIR)
+	$(PY) -m bench.tuning_throughput
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+clean:
+	rm -rf .pipeline .pytest_cache
