@@ -1,0 +1,249 @@
+"""MLflow tracking and registry helpers (MLflow 3): setup, safe params, model logging, champion promotion.
+
+Works the same against a local `sqlite:///` store and an `http://` tracking
+server, because everything goes through the public fluent API and `MlflowClient`
+on the URI set by `setup`.
+
+Known limitation, pyfunc and categoricals: a booster trained on pandas `category`
+columns predicts correctly through `mlflow.lightgbm.load_model(uri)` on the
+pipeline's frames, but NOT through `mlflow.pyfunc.load_model(uri).predict`.
+MLflow's schema enforcement refuses `category` input ("Can not safely convert
+category to <U0") and LightGBM refuses the string columns MLflow would accept
+("train and valid dataset categorical_feature do not match"). Batch scoring of
+such models must therefore load the LightGBM flavour; numeric-only models work
+with pyfunc too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import lightgbm
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+MASK = "***"
+SECRET_KEY_PARTS = ("password", "secret", "token", "access_key")
+DB_SCHEMES = {"postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "oracle"}
+# scheme://user:password@ — greedy up to the last "@" before the path, so an unencoded "@" in the password is masked too
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s/]+@")
+_TRUNCATED = "...[truncated]"
+EXAMPLE_ROWS = 5
+# Explicit requirements: letting MLflow infer them runs the model in a subprocess (about 30 s on 2 busy cores).
+MODEL_REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scipy")
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: int
+    promoted: bool
+    previous_champion_version: int | None
+    previous_value: float | None
+
+
+def redact(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten a nested config to dotted MLflow params with secrets masked and values within MLflow's limit.
+
+    Params are stored in plain text and shown to everyone with UI access, and
+    config values such as database URLs routinely carry passwords.
+    """
+    return {key: _render(key, value) for key, value in _flatten(params)}
+
+
+def log_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Log `redact(params)` to the active run and return exactly what was stored."""
+    safe = redact(params)
+    mlflow.log_params(safe)
+    return safe
+
+
+def setup(tracking_uri: str, experiment: str, artifact_location: str | None = None) -> str:
+    """Point MLflow at `tracking_uri`, make sure `experiment` exists and is active; return its id.
+
+    `artifact_location` only applies when the experiment is created here: MLflow
+    cannot move an existing experiment's artifacts. A local path is made absolute,
+    since MLflow would otherwise resolve it against whatever the worker's cwd is.
+    """
+    _ensure_sqlite_parent(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    existing = client.get_experiment_by_name(experiment)
+    if existing is None:
+        experiment_id = _create_experiment(client, experiment, _absolute_location(artifact_location))
+    else:
+        experiment_id = existing.experiment_id
+        if existing.lifecycle_stage == "deleted":
+            log.warning("MLflow experiment %r was deleted; restoring it", experiment)
+            client.restore_experiment(experiment_id)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def log_model(booster: lightgbm.Booster, X_example: pd.DataFrame, name: str = "model") -> ModelInfo:
+    """Log `booster` with the LightGBM flavour, a signature from `X_example` and its first rows as example.
+
+    `category` columns appear as strings in the signature and example, because
+    that is what a JSON request carries and MLflow has no categorical type. The
+    stored model is the native booster, unchanged (see the module docstring for
+    what that means for pyfunc).
+    """
+    serving = serving_frame(X_example)
+    return mlflow.lightgbm.log_model(
+        booster,
+        name=name,
+        signature=infer_signature(serving, booster.predict(X_example)),
+        input_example=serving.head(EXAMPLE_ROWS),
+        pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in MODEL_REQUIREMENTS],
+        # the native booster cannot score a string example; validating would only log a misleading traceback
+        validate_serving_input=not _category_columns(X_example),
+    )
+
+
+def serving_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """`X` as a JSON request would carry it: `category` columns become strings, missing values None."""
+    out = X.copy()
+    for col in _category_columns(X):
+        out[col] = X[col].astype("string").astype(object).where(X[col].notna(), None)
+    return out
+
+
+def register_and_promote(
+    model_uri: str,
+    registered_name: str,
+    metric_name: str,
+    metric_value: float,
+    direction: str,
+    alias: str = "champion",
+) -> PromotionResult:
+    """Register `model_uri` as a new version and move `alias` to it only if it strictly beats the champion.
+
+    The metric is stored as the version tag `test_<metric_name>`, so the next run
+    can compare against the champion without finding its training run. A
+    champion without that tag (e.g. the tuning metric was changed) cannot be
+    compared; the new version is then promoted, with a warning.
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if not math.isfinite(metric_value):
+        raise ValueError(f"refusing to register a model with non-finite {metric_name}={metric_value}")
+    tag = f"test_{metric_name}"
+    new = mlflow.register_model(model_uri, registered_name, tags={tag: repr(float(metric_value))})
+    client = MlflowClient()
+    champion = _current_champion(client, registered_name, alias)
+    previous_version = int(champion.version) if champion else None
+    previous_value = float(champion.tags[tag]) if champion and tag in champion.tags else None
+    if champion and previous_value is None:
+        log.warning("%s v%s has no %s tag; promoting without comparison", registered_name, previous_version, tag)
+    promoted = previous_value is None or _beats(metric_value, previous_value, direction)
+    if promoted:
+        client.set_registered_model_alias(registered_name, alias, new.version)
+    log.info(
+        "%s v%s: %s=%s, champion v%s had %s; %s",
+        registered_name, new.version, metric_name, metric_value, previous_version, previous_value,
+        f"now @{alias}" if promoted else "not promoted",
+    )
+    return PromotionResult(int(new.version), promoted, previous_version, previous_value)
+
+
+def log_artifacts_dir(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log every file under `path` (plots, importance tables) to the active run."""
+    mlflow.log_artifacts(str(path), artifact_path)
+
+
+def log_dataframe(df: pd.DataFrame, artifact_file: str) -> None:
+    """Log a small table: `.json` as an MLflow table (viewable in the UI), anything else as CSV text."""
+    if artifact_file.endswith(".json"):
+        mlflow.log_table(df, artifact_file)
+    else:
+        mlflow.log_text(df.to_csv(index=False), artifact_file)
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in params.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def _render(key: str, value: Any) -> str:
+    if any(part in key.lower() for part in SECRET_KEY_PARTS):
+        return MASK
+    text = json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, (list, tuple)) else str(value)
+    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", _mask_db_url(text))
+    if len(text) > MAX_PARAM_VAL_LENGTH:
+        text = text[: MAX_PARAM_VAL_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+    return text
+
+
+def _mask_db_url(text: str) -> str:
+    """SQLAlchemy parses its own URLs (driver suffixes, percent-encoding) better than any regex."""
+    scheme, sep, _ = text.partition("://")
+    if not sep or scheme.split("+")[0].lower() not in DB_SCHEMES:
+        return text
+    try:
+        url = make_url(text)
+    except Exception:  # not a parseable URL after all: the generic regex still applies
+        return text
+    return url.render_as_string(hide_password=True) if url.password else text
+
+
+def _ensure_sqlite_parent(tracking_uri: str) -> None:
+    """SQLite creates the database file but not its folder."""
+    if tracking_uri.startswith("sqlite:"):
+        database = make_url(tracking_uri).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _absolute_location(artifact_location: str | None) -> str | None:
+    if artifact_location is None or "://" in artifact_location:
+        return artifact_location
+    return str(Path(artifact_location).expanduser().resolve())
+
+
+def _create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Create the experiment; a parallel worker may create it first, which is fine."""
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The aliased version, or None.
+
+    Checked through the registered model's alias map rather than by catching the
+    error from `get_model_version_by_alias`: a missing alias is reported as
+    INVALID_PARAMETER_VALUE, the same code as a malformed name, so catching it
+    could hide real errors.
+    """
+    aliases = client.get_registered_model(name).aliases
+    return client.get_model_version_by_alias(name, alias) if alias in aliases else None
+
+
+def _beats(new: float, old: float, direction: str) -> bool:
+    return new > old if direction == "maximize" else new < old
+
+
+def _category_columns(X: pd.DataFrame) -> list[str]:
+    return [col for col, dtype in X.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
