@@ -49,9 +49,9 @@ class LabelConfig(Section):
 
 class FeatureConfig(Section):
     max_depth: int = Field(2, ge=1, le=4)
-    agg_primitives: list[str] = ["count", "sum", "mean", "max", "min", "std", "num_unique", "mode"]
-    trans_primitives: list[str] = ["month", "weekday", "time_since_previous"]
-    max_features: int = Field(300, ge=1)
+    agg_primitives: list[str] = ["count", "sum", "mean", "max", "std", "num_unique", "time_since_first"]
+    trans_primitives: list[str] = ["month", "weekday"]
+    max_features: int = Field(150, ge=1)
     approximate: str | None = None
     n_jobs: int = 1
 

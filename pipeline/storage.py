@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -90,39 +90,48 @@ class LocalStore(ArtifactStore):
 
 @dataclass(frozen=True)
 class S3Settings:
-    """Where and how to reach S3; credentials fall back to the standard AWS_* variables."""
+    """Where and how to reach S3; credentials fall back to the standard AWS_* variables.
+
+    Transient failures (connection refused or reset, timeouts, 5xx, throttling) are retried
+    up to `max_attempts` times but never for longer than `retry_seconds` in total, so a
+    restarting server is ridden out while an unreachable endpoint fails within seconds.
+    """
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
     max_attempts: int = 8
+    retry_seconds: float = 15.0
+    connect_timeout: float = 3.0
+    read_timeout: float = 60.0
 
 
-def _with_retries(what: str, call: Callable[[], T], attempts: int = 5, first_wait: float = 0.5) -> T:
-    """Retry transient S3 failures with exponential backoff (botocore retries connection errors too)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in {"NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                raise
-            if attempt == attempts:
-                raise
-            log.warning("S3 %s failed (%s), retry %d/%d", what, code, attempt, attempts - 1)
-        except BotoCoreError as exc:
-            if attempt == attempts:
-                raise
-            log.warning("S3 %s failed (%s), retry %d/%d", what, type(exc).__name__, attempt, attempts - 1)
-        time.sleep(first_wait * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Connection-level errors and server-side 5xx/throttling, never auth or missing keys."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _error_code(exc) in _TRANSIENT_CODES or status >= 500
+    return isinstance(exc, (ConnectionError, HTTPClientError, IncompleteReadError))
 
 
 class S3Store(ArtifactStore):
-    """An S3 bucket/prefix (MinIO, SeaweedFS or AWS), path-style addressing, retries with backoff."""
+    """An S3 bucket/prefix (MinIO, SeaweedFS or AWS), path-style addressing, retries with backoff.
+
+    Errors come out as builtin exceptions that name the endpoint: FileNotFoundError (missing key
+    or bucket), PermissionError (credentials rejected), ConnectionError (unreachable after retries).
+    """
 
     def __init__(self, bucket: str, prefix: str = "", settings: S3Settings | None = None):
         import boto3
@@ -140,46 +149,69 @@ class S3Store(ArtifactStore):
             aws_secret_access_key=self.settings.secret_access_key,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": self.settings.max_attempts, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
+                retries={"max_attempts": 1, "mode": "standard"},  # one retry layer only: _call's
+                connect_timeout=self.settings.connect_timeout,
+                read_timeout=self.settings.read_timeout,
             ),
         )
+        self.endpoint = self.client.meta.endpoint_url
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run `call` with bounded retries; translate failures into errors naming the endpoint."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        started = time.monotonic()
+        wait = 0.25
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return call()
+            except (BotoCoreError, ClientError) as exc:
+                where = f"S3 {what} at {self.endpoint}"
+                if isinstance(exc, NoCredentialsError):
+                    raise PermissionError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from exc
+                code = _error_code(exc)
+                if code in _MISSING_CODES:
+                    raise FileNotFoundError(f"{where}: {code}") from exc
+                if code in _AUTH_CODES:
+                    raise PermissionError(
+                        f"{where} was denied ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy"
+                    ) from exc
+                elapsed = time.monotonic() - started
+                if not _is_transient(exc):
+                    raise
+                if attempt == self.settings.max_attempts or elapsed + wait > self.settings.retry_seconds:
+                    raise ConnectionError(f"{where} failed after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
+                log.warning("%s failed (%s), retry %d/%d in %.2f s", where, code or type(exc).__name__, attempt, self.settings.max_attempts - 1, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 4.0)
+        raise AssertionError("unreachable")
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        _with_retries(f"put {key}", lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
+        self._call(f"put {self._key(key)}", lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
         try:
-            obj = _with_retries(f"get {key}", lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise FileNotFoundError(f"no artifact {key!r} in {self.root_uri}") from exc
-            raise
-        return obj["Body"].read()
+            return self._call(
+                f"get {self._key(key)}", lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            )
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"no artifact {key!r} in {self.root_uri} ({exc})") from exc
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            _with_retries(f"head {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+            self._call(f"head {self._key(key)}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
-                return False
-            raise
+        except FileNotFoundError:
+            return False
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix)
-        keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in _with_retries(f"list {prefix}", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full))):
-            keys += [o["Key"] for o in page.get("Contents", [])]
+        pages = self._call(f"list {full}", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[strip:] for k in keys)
 
@@ -188,12 +220,12 @@ class S3Store(ArtifactStore):
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            self._call(f"head bucket {self.bucket}", lambda: self.client.head_bucket(Bucket=self.bucket))
+        except FileNotFoundError:
             try:
-                self.client.create_bucket(Bucket=self.bucket)
+                self._call(f"create bucket {self.bucket}", lambda: self.client.create_bucket(Bucket=self.bucket))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
 
 
@@ -234,13 +266,22 @@ def json_to_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
 
 
+def parquet_schema(data: bytes) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    return {field.name: str(field.type) for field in pq.read_schema(io.BytesIO(data))}
+
+
 @dataclass
 class RunArtifacts:
-    """Artifacts of one run under `<store>/runs/<run_id>/`, with a manifest written last."""
+    """Artifacts of one run under `<store>/runs/<run_id>/`, with a manifest written last.
+
+    Steps of one run may write from different processes or machines, so the manifest
+    is built from what the store holds under the run prefix, not from memory.
+    """
 
     store: ArtifactStore
     run_id: str
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -249,51 +290,55 @@ class RunArtifacts:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}"
 
-    def _put(self, name: str, data: bytes, kind: str, schema: dict[str, str] | None = None) -> str:
+    def put_bytes(self, name: str, data: bytes) -> str:
         key = self.key(name)
         self.store.put_bytes(key, data)
-        self.entries[name] = {
-            "key": key,
-            "kind": kind,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            **({"schema": schema} if schema is not None else {}),
-        }
         return self.store.uri(key)
 
     def put_frame(self, name: str, df: pd.DataFrame) -> str:
-        schema = {str(c): str(t) for c, t in df.dtypes.items()}
-        return self._put(f"{name}.parquet", frame_to_bytes(df), "parquet", schema)
+        return self.put_bytes(f"{name}.parquet", frame_to_bytes(df))
 
     def put_object(self, name: str, obj: Any) -> str:
-        return self._put(f"{name}.joblib", object_to_bytes(obj), "joblib")
+        return self.put_bytes(f"{name}.joblib", object_to_bytes(obj))
 
     def put_json(self, name: str, obj: Any) -> str:
-        return self._put(f"{name}.json", json_to_bytes(obj), "json")
+        return self.put_bytes(f"{name}.json", json_to_bytes(obj))
 
     def put_file(self, name: str, path: str | Path) -> str:
-        return self._put(name, Path(path).read_bytes(), "file")
+        return self.put_bytes(name, Path(path).read_bytes())
+
+    def get_bytes(self, name: str) -> bytes:
+        return self.store.get_bytes(self.key(name))
 
     def get_frame(self, name: str) -> pd.DataFrame:
-        return frame_from_bytes(self.store.get_bytes(self.key(f"{name}.parquet")))
+        return frame_from_bytes(self.get_bytes(f"{name}.parquet"))
 
     def get_object(self, name: str) -> Any:
-        return object_from_bytes(self.store.get_bytes(self.key(f"{name}.joblib")))
+        return object_from_bytes(self.get_bytes(f"{name}.joblib"))
 
     def get_json(self, name: str) -> Any:
-        return json.loads(self.store.get_bytes(self.key(f"{name}.json")))
+        return json.loads(self.get_bytes(f"{name}.json"))
 
     def has(self, name: str) -> bool:
         return self.store.exists(self.key(name))
 
+    def describe(self, name: str) -> dict[str, Any]:
+        """Key, size, sha256 and (for parquet) schema of one stored artifact."""
+        data = self.get_bytes(name)
+        entry: dict[str, Any] = {"key": self.key(name), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if name.endswith(".parquet"):
+            entry["schema"] = parquet_schema(data)
+        return entry
+
     def write_manifest(self, extra: dict[str, Any] | None = None) -> str:
         """Write the manifest last: its presence marks the run's intermediates as complete."""
-        manifest = {"run_id": self.run_id, "artifacts": self.entries, **(extra or {})}
-        self.store.put_bytes(self.key(MANIFEST), json_to_bytes(manifest))
-        return self.store.uri(self.key(MANIFEST))
+        names = [k[len(self.prefix) + 1:] for k in self.store.list(self.prefix + "/")]
+        artifacts = {name: self.describe(name) for name in names if name != MANIFEST}
+        manifest = {"run_id": self.run_id, "artifacts": artifacts, **(extra or {})}
+        return self.put_bytes(MANIFEST, json_to_bytes(manifest))
 
     def read_manifest(self) -> dict[str, Any]:
-        return json.loads(self.store.get_bytes(self.key(MANIFEST)))
+        return json.loads(self.get_bytes(MANIFEST))
 
     def verify(self) -> list[str]:
         """Names of manifest entries whose stored bytes are missing or differ from the manifest."""

@@ -1,0 +1,194 @@
+"""Command line: `python -m pipeline <command>`; every command is a thin call into the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("pipeline.cli")
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`--set tuning.n_trials=5` -> {"tuning": {"n_trials": 5}} (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def _config(args: argparse.Namespace):
+    from pipeline.config import load_config
+
+    return load_config(args.config, parse_sets(args.set))
+
+
+def _bootstrap(args: argparse.Namespace) -> None:
+    """Prefect environment defaults first (before Prefect is imported), then logging."""
+    from pipeline.logs import prefect_environment, setup_logging
+
+    prefect_environment(_config(args).work_dir)
+    setup_logging()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _bootstrap(args)
+    from pipeline.flows.training import training_flow
+
+    cfg = _config(args)  # validates before Prefect starts
+    if cfg.tuning.dispatch == "prefect":
+        _require_prefect_server()
+    summary = training_flow(config_path=args.config, overrides=parse_sets(args.set) or None, run_id=args.run_id)
+    print_summary(summary)
+    return 0
+
+
+def _require_prefect_server() -> None:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(
+            "tuning.dispatch is 'prefect' but PREFECT_API_URL is not set: start the stack "
+            "(python -m pipeline stack up, or docker compose up) and export its environment"
+        )
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    m = summary.get("metrics", {})
+    model = summary.get("model", {})
+    lines = [
+        "",
+        "=" * 72,
+        f"run {summary['run_id']}",
+        f"  rows        {summary.get('rows')}",
+        f"  labels      {summary['labels']['labelled_orders']:.0f} labelled orders, churn rate {summary['labels']['churn_rate']:.3f}",
+        f"  features    {summary['features']['features']} generated, {summary['split']['features_used']} used; "
+        f"train/valid/test {summary['split']['train_rows']}/{summary['split']['valid_rows']}/{summary['split']['test_rows']}",
+        f"  tuning      {summary['tuning']['finished_trials']} finished trials, best valid value {summary['tuning']['best_value']}",
+        f"  test        ROC AUC {m.get('roc_auc', float('nan')):.4f} | PR AUC {m.get('pr_auc', float('nan')):.4f} | "
+        f"log loss {m.get('log_loss', float('nan')):.4f} | Brier {m.get('brier', float('nan')):.4f} | "
+        f"F1@{m.get('threshold', 0.5):g} {m.get('f1', float('nan')):.4f}",
+        f"  model       {model.get('registered_model')} v{model.get('version')} "
+        f"({'now champion' if model.get('promoted') else 'champion unchanged'}), {model.get('model_uri')}",
+        f"  reports     {summary.get('reports')}",
+        f"  artifacts   {summary.get('artifacts')}",
+        f"  timings     {json.dumps(summary.get('timings'))}",
+        "=" * 72,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_generate_data(args: argparse.Namespace) -> int:
+    _bootstrap(args)
+    from pipeline.data.synthetic import write_synthetic
+
+    cfg = _config(args)
+    url = args.url or cfg.data.url
+    counts = write_synthetic(url, customers=args.customers or cfg.data.synthetic.customers, seed=args.seed if args.seed is not None else cfg.data.synthetic.seed)
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
+def cmd_load_csv(args: argparse.Namespace) -> int:
+    _bootstrap(args)
+    from pipeline.data.load_csv import SPEC_TABLES, load_csv_folder
+
+    counts = load_csv_folder(args.dir, args.url, tables=None if args.all_tables else SPEC_TABLES)
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _bootstrap(args)
+    import os
+
+    from pipeline.stack import DEFAULT_DEPLOYMENTS, ensure_work_pool, register_deployments
+
+    _require_prefect_server()
+    cfg = _config(args)
+    api = os.environ["PREFECT_API_URL"]
+    ensure_work_pool(api, cfg.prefect.work_pool)
+    names = register_deployments(api, Path(args.project_dir).resolve(), DEFAULT_DEPLOYMENTS, cfg.prefect.work_pool)
+    print("deployments:", ", ".join(names))
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Start a run of the training deployment; with --wait, exit 0 only if it completed."""
+    _bootstrap(args)
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    _require_prefect_server()
+    params = {"config_path": args.config, "overrides": parse_sets(args.set) or None}
+    run = run_deployment(name=args.deployment, parameters=params, timeout=0)
+    print(f"flow run {run.id} started on deployment {args.deployment}", flush=True)
+    if not args.wait:
+        return 0
+    import time
+
+    with get_client(sync_client=True) as client:
+        while not (state := client.read_flow_run(run.id).state) or not state.is_final():
+            time.sleep(3)
+    print(f"flow run {run.id}: {state.name}", flush=True)
+    return 0 if state.is_completed() else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", help="YAML config file (overrides the packaged defaults)")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("run", cmd_run, "train a model end to end (Prefect flow; ephemeral Prefect unless PREFECT_API_URL is set)")
+    p.add_argument("--run-id", help="reuse a run id (its artifacts prefix and Optuna study)")
+    p = command("generate-data", cmd_generate_data, "write the synthetic AdventureWorks-shaped source database")
+    p.add_argument("--url", help="SQLAlchemy URL (default: data.url)")
+    p.add_argument("--customers", type=int)
+    p.add_argument("--seed", type=int)
+    p = command("load-csv", cmd_load_csv, "load a folder of real AdventureWorks CSV files into a database")
+    p.add_argument("--dir", required=True, help="folder with sales_salesorderheader.csv etc.")
+    p.add_argument("--url", required=True, help="SQLAlchemy URL of the target database")
+    p.add_argument("--all-tables", action="store_true", help="load every CSV, not only the tables the spec reads")
+    p = command("deploy", cmd_deploy, "create the work pool and register the training and tuning-shard deployments")
+    p.add_argument("--project-dir", default=".", help="code directory the workers run the flows from")
+    p = command("trigger", cmd_trigger, "start a run of the training deployment on the work pool")
+    p.add_argument("--deployment", default="training/training")
+    p.add_argument("--wait", action="store_true", help="wait for the run and exit non-zero unless it completed")
+
+    from pipeline import stack
+
+    stack.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import ConfigError
+    from pipeline.data.db import DataSourceError
+    from pipeline.labels import LabelError
+    from pipeline.preprocess import SplitError
+    from pipeline.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return (getattr(args, "handler", None) or args.func)(args)
+    except (ConfigError, DataSourceError, LabelError, SplitError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,112 @@
+"""Extract the spec's tables from any SQLAlchemy database and check them before any expensive work."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.data.db import DataSourceError, describe_url, make_engine
+from pipeline.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+def spec_columns(spec: DatasetSpec, entity: str) -> set[str]:
+    """Every column the spec names for an entity (keys, time index, types, drops)."""
+    ent = spec.entities[entity]
+    names = {ent.index, *ent.logical_types, *ent.drop}
+    if ent.time_index:
+        names.add(ent.time_index)
+    for rel in spec.relationships:
+        if rel.child == entity:
+            names.add(rel.child_key)
+    if entity == spec.target.entity:
+        names.add(spec.target.customer_key)
+    return names
+
+
+def _align_case(df: pd.DataFrame, wanted: set[str]) -> pd.DataFrame:
+    """Give columns the spelling the spec uses: SQL folds unquoted names (PostgreSQL to lower case)."""
+    by_lower = {name.lower(): name for name in wanted}
+    return df.rename(columns={c: by_lower[c.lower()] for c in df.columns if c.lower() in by_lower and c not in wanted})
+
+
+def read_entity(conn: sa.Connection, spec: DatasetSpec, entity: str) -> pd.DataFrame:
+    sql = spec.sql(entity)
+    try:
+        df = pd.read_sql(sa.text(sql), conn)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise DataSourceError(
+            f"query for entity {entity!r} ({spec.entities[entity].query}) failed: {reason}. "
+            "Check that the table and columns it reads exist in the source database "
+            "(python -m pipeline generate-data or load-csv creates them)"
+        ) from None
+    return _parse_times(_align_case(df, spec_columns(spec, entity)), spec, entity)
+
+
+def _parse_times(df: pd.DataFrame, spec: DatasetSpec, entity: str) -> pd.DataFrame:
+    """Datetime columns as datetime64 whatever the driver returns (SQLite returns text)."""
+    ent = spec.entities[entity]
+    columns = {c for c, t in ent.logical_types.items() if t == "Datetime"} | ({ent.time_index} - {None})
+    for col in columns & set(df.columns):
+        try:
+            df[col] = pd.to_datetime(df[col])
+        except (ValueError, TypeError) as exc:
+            raise DataSourceError(f"entity {entity!r}: column {col!r} is not a date/time ({exc})") from None
+    return df
+
+
+def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
+    """Stop on an empty table, a missing column, a duplicate key or keys that do not join."""
+    for entity, df in tables.items():
+        missing = spec_columns(spec, entity) - set(df.columns)
+        if missing:
+            raise DataSourceError(
+                f"entity {entity!r}: the query result lacks column(s) {sorted(missing)} named by the spec; "
+                f"columns returned: {list(df.columns)}"
+            )
+        if df.empty:
+            raise DataSourceError(f"entity {entity!r}: the extract is empty (query {spec.entities[entity].query})")
+        index = spec.entities[entity].index
+        if df[index].isna().any() or df[index].duplicated().any():
+            raise DataSourceError(f"entity {entity!r}: index column {index!r} has nulls or duplicates")
+    for rel in spec.relationships:
+        parent_keys = tables[rel.parent][rel.parent_key]
+        child_keys = tables[rel.child][rel.child_key].dropna()
+        try:
+            matched = child_keys.isin(parent_keys)
+        except TypeError:
+            matched = pd.Series(False, index=child_keys.index)
+        if len(child_keys) and not matched.any():
+            raise DataSourceError(
+                f"relationship {rel.child}.{rel.child_key} -> {rel.parent}.{rel.parent_key}: no key matches "
+                f"(e.g. {child_keys.iloc[0]!r} vs {parent_keys.iloc[0]!r}, dtypes {child_keys.dtype} / "
+                f"{parent_keys.dtype}); check the spec's keys and the queries' column types"
+            )
+        orphans = int((~matched).sum())
+        if orphans:
+            log.warning("relationship %s->%s: %d child rows have no parent", rel.parent, rel.child, orphans)
+
+
+def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """Run every entity's query on one connection and validate the results as a whole."""
+    engine = make_engine(url)
+    tables: dict[str, pd.DataFrame] = {}
+    try:
+        with engine.connect() as conn:
+            for entity in spec.entities:
+                started = time.perf_counter()
+                tables[entity] = read_entity(conn, spec, entity)
+                log.info("extracted %-14s %8d rows in %.1fs", entity, len(tables[entity]), time.perf_counter() - started)
+    except sa.exc.OperationalError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise DataSourceError(f"cannot reach the source database {describe_url(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    validate_tables(spec, tables)
+    return tables

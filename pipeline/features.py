@@ -1,0 +1,189 @@
+"""Deep Feature Synthesis with cutoff times: features as of each order's own time, never later.
+
+Each labelled order gets features computed by featuretools from the data known at
+its OrderDate (the cutoff time): rows of any table whose time index is after the
+cutoff are invisible to its features. Orders often carry day-resolution timestamps,
+so when one customer has several orders at the same timestamp, ties are broken by
+the order key: an order never sees the orders its customer placed after it that day
+(nor their lines, which are stamped with the same tie-broken instant).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import featuretools as ft
+import pandas as pd
+
+from pipeline.labels import LABEL
+from pipeline.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureResult:
+    matrix: pd.DataFrame  # index: the target entity's key; columns: features + label
+    definitions_json: str  # ft.save_features output, to recompute the same features later
+    descriptions: dict[str, str]
+
+
+def tie_broken_instants(orders: pd.DataFrame, index: str, customer_key: str, time_index: str) -> pd.Series:
+    """Time index + a microsecond offset by key rank among one customer's orders with equal timestamps.
+
+    Only those orders move, so the number of distinct cutoff times (which drives
+    featuretools' cost) stays about the number of distinct order dates.
+    """
+    times = pd.to_datetime(orders[time_index])
+    rank = orders.assign(_t=times).groupby([customer_key, "_t"])[index].rank(method="first") - 1
+    return times + pd.to_timedelta(rank.astype("int64"), unit="us")
+
+
+def _with_instants(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Apply tie-broken instants to the target and to child rows stamped with their parent's time."""
+    target = spec.target.entity
+    ent = spec.entities[target]
+    out = dict(tables)
+    orders = tables[target].copy()
+    instants = tie_broken_instants(orders, ent.index, spec.target.customer_key, spec.target.time_index)
+    orders[spec.target.time_index] = instants
+    out[target] = orders
+    lookup = pd.Series(instants.to_numpy(), index=orders[ent.index].to_numpy())
+    original = pd.Series(pd.to_datetime(tables[target][spec.target.time_index]).to_numpy(), index=lookup.index)
+    for rel in spec.relationships:
+        child_ent = spec.entities[rel.child]
+        if rel.parent != target or not child_ent.time_index:
+            continue
+        child = tables[rel.child].copy()
+        keys = child[rel.child_key]
+        child_times = pd.to_datetime(child[child_ent.time_index])
+        stamped = child_times.to_numpy() == keys.map(original).to_numpy()
+        child.loc[stamped, child_ent.time_index] = keys[stamped].map(lookup).to_numpy()
+        out[rel.child] = child
+    return out
+
+
+def _logical_types(df: pd.DataFrame, declared: dict[str, str]) -> dict[str, str]:
+    """A woodwork type for every column: the spec's where given, else one read off the pandas dtype.
+
+    Typing every column up front skips woodwork's inference, which costs seconds per
+    text column on tables of 100k rows. Integer/Boolean columns with NULLs get the
+    nullable forms; undeclared text columns are categorical.
+    """
+    nullable = {"Integer": "IntegerNullable", "Boolean": "BooleanNullable"}
+    types = {}
+    for col in df.columns:
+        kind = declared.get(col) or _dtype_logical_type(df[col])
+        types[col] = nullable.get(kind, kind) if df[col].isna().any() else kind
+    return types
+
+
+def _dtype_logical_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "Boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "Integer"
+    if pd.api.types.is_float_dtype(series):
+        return "Double"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "Datetime"
+    return "Categorical"
+
+
+def _nullable_key_columns(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> set[tuple[str, str]]:
+    """(entity, column) pairs on both ends of relationships whose child key has NULLs.
+
+    featuretools gives a child key its parent index's type, and integer types refuse
+    NULLs, so such keys (e.g. a product without subcategory) are typed Categorical on both ends.
+    """
+    pairs: set[tuple[str, str]] = set()
+    for rel in spec.relationships:
+        if tables[rel.child][rel.child_key].isna().any():
+            pairs |= {(rel.child, rel.child_key), (rel.parent, rel.parent_key)}
+    return pairs
+
+
+def build_entityset(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> ft.EntitySet:
+    es = ft.EntitySet(id=spec.name)
+    categorical_keys = _nullable_key_columns(spec, tables)
+    for name, ent in spec.entities.items():
+        df = tables[name].drop(columns=[c for c in ent.drop if c in tables[name].columns])
+        types = _logical_types(df, ent.logical_types)
+        types.update({col: "Categorical" for entity, col in categorical_keys if entity == name})
+        es.add_dataframe(dataframe_name=name, dataframe=df.copy(), index=ent.index, time_index=ent.time_index, logical_types=types)
+    for rel in spec.relationships:
+        es.add_relationship(rel.parent, rel.parent_key, rel.child, rel.child_key)
+    return es
+
+
+def cutoff_times(spec: DatasetSpec, tables: dict[str, pd.DataFrame], labels: pd.DataFrame) -> pd.DataFrame:
+    """featuretools cutoff frame: instance id, its tie-broken order instant, and the label passed through."""
+    ent = spec.entities[spec.target.entity]
+    orders = tables[spec.target.entity]
+    instants = tie_broken_instants(orders, ent.index, spec.target.customer_key, spec.target.time_index)
+    instants = pd.Series(instants.to_numpy(), index=orders[ent.index].to_numpy())
+    return pd.DataFrame(
+        {ent.index: labels[ent.index].to_numpy(), "time": labels[ent.index].map(instants).to_numpy(), LABEL: labels[LABEL].to_numpy()}
+    )
+
+
+def foreign_keys(spec: DatasetSpec) -> dict[str, list[str]]:
+    """Child keys per entity: identifiers, not features (their parents' features stand for them)."""
+    keys: dict[str, list[str]] = {}
+    for rel in spec.relationships:
+        keys.setdefault(rel.child, []).append(rel.child_key)
+    return keys
+
+
+def _progress_logger(every: float = 10.0):
+    state = {"next": every}
+
+    def callback(update: float, progress_percent: float, time_elapsed: float) -> None:
+        if progress_percent >= state["next"] or progress_percent >= 100:
+            log.info("feature calculation %3.0f%% (%.0fs)", progress_percent, time_elapsed)
+            state["next"] = (progress_percent // every + 1) * every
+
+    return callback
+
+
+def synthesize(
+    spec: DatasetSpec,
+    tables: dict[str, pd.DataFrame],
+    labels: pd.DataFrame,
+    max_depth: int = 2,
+    agg_primitives: list[str] | None = None,
+    trans_primitives: list[str] | None = None,
+    max_features: int = 300,
+    approximate: str | None = None,
+    n_jobs: int = 1,
+) -> FeatureResult:
+    """Feature matrix for the labelled orders, each as of its own cutoff time."""
+    es = build_entityset(spec, _with_instants(spec, tables))
+    target = spec.target.entity
+    started = time.perf_counter()
+    matrix, defs = ft.dfs(
+        entityset=es,
+        target_dataframe_name=target,
+        cutoff_time=cutoff_times(spec, tables, labels),
+        agg_primitives=agg_primitives,
+        trans_primitives=trans_primitives,
+        max_depth=max_depth,
+        max_features=max_features,
+        approximate=approximate,
+        n_jobs=n_jobs,
+        ignore_columns=foreign_keys(spec),
+        include_cutoff_time=True,
+        cutoff_time_in_index=False,
+        progress_callback=_progress_logger(),
+        verbose=False,
+    )
+    log.info("DFS: %d features for %d orders in %.1fs", len(defs), len(matrix), time.perf_counter() - started)
+    descriptions = {f.get_name(): ft.describe_feature(f) for f in defs}
+    return FeatureResult(matrix=matrix, definitions_json=ft.save_features(defs), descriptions=descriptions)
+
+
+def descriptions_json(result: FeatureResult) -> str:
+    return json.dumps(result.descriptions, indent=2)

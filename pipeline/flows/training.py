@@ -1,0 +1,129 @@
+"""The training flow: thin Prefect wiring of the plain step functions in `pipeline.steps`.
+
+Tasks pass only small values (run ids, counts, metrics); data moves through the
+run's artifact store. Tuning runs in-process (`tuning.dispatch: local`) or as
+tuning-shard deployment runs on the work pool's workers (`prefect`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from prefect import flow, task
+from prefect.context import get_run_context
+
+from pipeline import steps
+from pipeline.config import Config, load_config
+from pipeline.logs import setup_logging
+
+log = logging.getLogger("pipeline.flows")
+
+
+@task(retries=2, retry_delay_seconds=5)
+def prepare_source(cfg: Config) -> dict[str, Any]:
+    return steps.prepare_source(cfg)
+
+
+@task(retries=2, retry_delay_seconds=5)
+def extract(cfg: Config, run_id: str) -> dict[str, int]:
+    return steps.extract(cfg, steps.run_artifacts(cfg, run_id))
+
+
+@task
+def make_labels(cfg: Config, run_id: str) -> dict[str, float]:
+    return steps.make_labels(cfg, steps.run_artifacts(cfg, run_id))
+
+
+@task
+def make_features(cfg: Config, run_id: str) -> dict[str, int]:
+    return steps.make_features(cfg, steps.run_artifacts(cfg, run_id))
+
+
+@task
+def split_and_encode(cfg: Config, run_id: str) -> dict[str, Any]:
+    return steps.split_and_encode(cfg, steps.run_artifacts(cfg, run_id))
+
+
+@task(retries=2, retry_delay_seconds=5)
+def open_tracking_run(cfg: Config, run_id: str) -> str:
+    return steps.open_tracking_run(cfg, run_id)
+
+
+@task
+def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str, Any] | None, tracking_parent: str) -> dict[str, Any]:
+    from pipeline import dispatch
+
+    return dispatch.tune(cfg, run_id, config_path, overrides, tracking_parent)
+
+
+@task
+def final_fit_and_evaluate(cfg: Config, run_id: str, best: dict[str, Any], best_iteration: int | None) -> dict[str, Any]:
+    art = steps.run_artifacts(cfg, run_id)
+    return steps.final_fit_and_evaluate(cfg, art, best, best_iteration, steps.local_report_dir(cfg, run_id))
+
+
+@task(retries=2, retry_delay_seconds=5)
+def log_results(cfg: Config, run_id: str, mlflow_run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    art = steps.run_artifacts(cfg, run_id)
+    return steps.log_results(cfg, art, mlflow_run_id, summary, steps.local_report_dir(cfg, run_id))
+
+
+def _current_run_id() -> str:
+    try:
+        return str(get_run_context().flow_run.id)
+    except Exception:  # called outside a flow run
+        return uuid.uuid4().hex
+
+
+@flow(name="training", log_prints=True)
+def training_flow(config_path: str | None = None, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Source DB -> tuned, evaluated, explained, registered churn model. Returns the run summary."""
+    setup_logging()
+    cfg = load_config(config_path, overrides)
+    run_id = run_id or _current_run_id()
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {"run_id": run_id}
+
+    def step(name: str, fn, *args):
+        started = time.perf_counter()
+        log.info("▶ %s", name)
+        result = fn(cfg, *args)
+        timings[name] = round(time.perf_counter() - started, 1)
+        log.info("✔ %s (%.1fs): %s", name, timings[name], _short(result))
+        return result
+
+    summary["source"] = step("prepare source", prepare_source)
+    summary["rows"] = step("extract", extract, run_id)
+    summary["labels"] = step("labels", make_labels, run_id)
+    summary["features"] = step("features", make_features, run_id)
+    summary["split"] = step("split + encode", split_and_encode, run_id)
+    mlflow_run_id = step("open MLflow run", open_tracking_run, run_id)
+    try:
+        summary["tuning"] = step("tuning", tune, run_id, config_path, overrides, mlflow_run_id)
+        result = step("final fit + evaluation + SHAP", final_fit_and_evaluate, run_id, summary["tuning"]["best_params"], summary["tuning"]["best_iteration"])
+        summary.update(metrics=result["metrics"], top_features=result["top_features"], final_rounds=result["rounds"])
+        summary["timings"] = timings
+        summary["numbers"] = {
+            "labelled_orders": summary["labels"]["labelled_orders"], "churn_rate": summary["labels"]["churn_rate"],
+            "n_features": summary["split"]["features_used"], "n_trials": summary["tuning"]["finished_trials"],
+        }
+        summary["model"] = step("MLflow logging + registry", log_results, run_id, mlflow_run_id, summary)
+    except BaseException:
+        steps.fail_tracking_run(cfg, mlflow_run_id)
+        raise
+    art = steps.run_artifacts(cfg, run_id)
+    summary["timings"] = timings
+    summary["artifacts"] = art.store.uri(art.prefix)
+    summary["reports"] = str(steps.local_report_dir(cfg, run_id))
+    summary["mlflow_run_id"] = mlflow_run_id
+    art.put_json("summary", summary)
+    art.write_manifest({"config": "see MLflow params of run " + mlflow_run_id})
+    return summary
+
+
+def _short(result: Any, limit: int = 160) -> str:
+    text = str(result)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

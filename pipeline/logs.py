@@ -1,0 +1,47 @@
+"""One logging setup for the terminal and Prefect's run logs, inside and outside flow runs.
+
+Prefect forwards the loggers named in PREFECT_LOGGING_EXTRA_LOGGERS to the API;
+these defaults must be in the environment before Prefect is imported, which is
+why the CLI calls `prefect_environment` first. Outside a flow run, records still
+reach the terminal and Prefect does not warn about the missing run context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+PIPELINE_LOGGERS = ("pipeline", "featuretools", "optuna", "lightgbm")
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def prefect_environment(work_dir: str | Path) -> None:
+    """Environment defaults for Prefect (set only where the user has not set them)."""
+    defaults = {
+        "PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(PIPELINE_LOGGERS),
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+    if not os.environ.get("PREFECT_API_URL"):  # ephemeral mode: keep its database under the work dir
+        defaults["PREFECT_HOME"] = str(Path(work_dir).resolve() / "prefect")
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """INFO for the pipeline and the libraries it drives; a terminal handler if none is configured."""
+    import lightgbm as lgb
+
+    for name in PIPELINE_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    lgb.register_logger(logging.getLogger("lightgbm"))
+    logging.getLogger("featuretools").setLevel(logging.WARNING)  # its INFO is per-chunk noise
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
+        root.addHandler(handler)
+    for noisy in ("alembic", "mlflow.store.db.utils", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,110 @@
+"""Dataset specs: a relational dataset described as data (YAML + .sql), never as Python.
+
+A spec names the tables (one SQL query each, in files beside the YAML), their
+primary keys, time indexes, woodwork logical types, the relationships between
+them, the target entity and the columns to drop. Everything downstream (labels,
+featuretools entity set, validation) is driven by it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+PACKAGED = Path(__file__).with_name("datasets")
+
+
+class SpecError(ValueError):
+    """The dataset spec is invalid; the message names the spec file and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Entity(_Strict):
+    query: str
+    index: str
+    time_index: str | None = None
+    logical_types: dict[str, str] = {}
+    drop: list[str] = []
+
+
+class Relationship(_Strict):
+    parent: str
+    parent_key: str
+    child: str
+    child_key: str
+
+
+class Target(_Strict):
+    entity: str
+    customer_key: str
+    time_index: str
+
+
+class DatasetSpec(_Strict):
+    name: str
+    description: str = ""
+    target: Target
+    entities: dict[str, Entity]
+    relationships: list[Relationship] = []
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSpec":
+        names = set(self.entities)
+        if self.target.entity not in names:
+            raise ValueError(f"target.entity {self.target.entity!r} is not one of the entities {sorted(names)}")
+        target = self.entities[self.target.entity]
+        if target.time_index != self.target.time_index:
+            raise ValueError(
+                f"target.time_index {self.target.time_index!r} must be the time_index of entity "
+                f"{self.target.entity!r} ({target.time_index!r})"
+            )
+        for rel in self.relationships:
+            for side in (rel.parent, rel.child):
+                if side not in names:
+                    raise ValueError(f"relationship {rel.parent}->{rel.child}: unknown entity {side!r}")
+            if self.entities[rel.parent].index != rel.parent_key:
+                raise ValueError(
+                    f"relationship {rel.parent}->{rel.child}: parent_key {rel.parent_key!r} must be the "
+                    f"index of {rel.parent!r} ({self.entities[rel.parent].index!r})"
+                )
+        return self
+
+    def sql(self, entity: str) -> str:
+        path = self.base_dir / self.entities[entity].query
+        if not path.exists():
+            raise SpecError(f"spec {self.name!r}: query file {path} for entity {entity!r} does not exist")
+        return path.read_text()
+
+
+def spec_path(name_or_path: str) -> Path:
+    """A packaged spec by name (`adventureworks`) or any spec YAML by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    packaged = PACKAGED / name_or_path / "spec.yaml"
+    if not packaged.exists():
+        known = sorted(p.parent.name for p in PACKAGED.glob("*/spec.yaml"))
+        raise SpecError(f"no packaged dataset spec {name_or_path!r}; packaged: {known}, or give a path to a spec .yaml")
+    return packaged
+
+
+def load_spec(name_or_path: str) -> DatasetSpec:
+    path = spec_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"dataset spec {path} does not exist") from None
+    try:
+        spec = DatasetSpec.model_validate({**raw, "base_dir": path.parent})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SpecError(f"invalid dataset spec {path}: {problems}") from None
+    for entity in spec.entities:
+        spec.sql(entity)  # every query file must exist before any work starts
+    return spec

@@ -1,0 +1,301 @@
+"""The pipeline's steps as plain functions: config + run artifacts in, small summaries out.
+
+Every step reads its inputs from and writes its outputs to the run's artifact store
+(a local folder or S3), so a step can run in another process or on another machine
+than the one before it. Nothing here needs Prefect: flows in `pipeline.flows` only
+wire these together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.data.db import DataSourceError, describe_url
+from pipeline.data.extract import extract_tables
+from pipeline.labels import LABEL, check_labels, label_orders
+from pipeline.models import LightGBMModel, TrainData
+from pipeline.preprocess import Encoder, features_and_label, random_split, time_split
+from pipeline.spec import DatasetSpec, load_spec
+from pipeline.storage import RunArtifacts, S3Settings, open_store
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def timed(step: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Log the start and wall time of a step (and record it when given a dict)."""
+    log.info("▶ %s", step)
+    started = time.perf_counter()
+    yield
+    took = time.perf_counter() - started
+    if timings is not None:
+        timings[step] = round(took, 2)
+    log.info("✔ %s (%.1fs)", step, took)
+
+
+def run_artifacts(cfg: Config, run_id: str) -> RunArtifacts:
+    s3 = S3Settings(endpoint_url=cfg.storage.s3_endpoint_url, region=cfg.storage.s3_region)
+    return RunArtifacts(open_store(cfg.storage.uri, s3), run_id)
+
+
+def study_name(cfg: Config, run_id: str) -> str:
+    return f"{cfg.tuning.study_name}-{run_id}"
+
+
+# --- 1. source ----------------------------------------------------------------------------------
+
+
+def prepare_source(cfg: Config) -> dict[str, Any]:
+    """Write the synthetic database when the configured SQLite file is absent (embedded default)."""
+    url = cfg.data.url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        if not cfg.data.generate_if_missing:
+            raise DataSourceError(f"source database {describe_url(url)} does not exist and data.generate_if_missing is false")
+        from pipeline.data.synthetic import write_synthetic
+
+        log.info("no source database at %s: writing the synthetic AdventureWorks-shaped one", describe_url(url))
+        counts = write_synthetic(url, customers=cfg.data.synthetic.customers, seed=cfg.data.synthetic.seed)
+        return {"generated": True, "rows": counts}
+    return {"generated": False}
+
+
+# --- 2-3. extract and labels ---------------------------------------------------------------------
+
+
+def extract(cfg: Config, art: RunArtifacts) -> dict[str, int]:
+    spec = load_spec(cfg.data.spec)
+    tables = extract_tables(cfg.data.url, spec)
+    for entity, frame in tables.items():
+        art.put_frame(f"tables/{entity}", frame)
+    return {entity: len(frame) for entity, frame in tables.items()}
+
+
+def load_tables(spec: DatasetSpec, art: RunArtifacts) -> dict[str, pd.DataFrame]:
+    return {entity: art.get_frame(f"tables/{entity}") for entity in spec.entities}
+
+
+def make_labels(cfg: Config, art: RunArtifacts) -> dict[str, float]:
+    spec = load_spec(cfg.data.spec)
+    orders = art.get_frame(f"tables/{spec.target.entity}")
+    index = spec.entities[spec.target.entity].index
+    labels = label_orders(orders, index, spec.target.customer_key, spec.target.time_index, cfg.labels.horizon_days)
+    summary = check_labels(labels)
+    art.put_frame("labels", labels)
+    return summary
+
+
+# --- 4. features ---------------------------------------------------------------------------------
+
+
+def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
+    from pipeline.features import synthesize
+
+    spec = load_spec(cfg.data.spec)
+    f = cfg.features
+    result = synthesize(
+        spec, load_tables(spec, art), art.get_frame("labels"),
+        max_depth=f.max_depth, agg_primitives=f.agg_primitives, trans_primitives=f.trans_primitives,
+        max_features=f.max_features, approximate=f.approximate, n_jobs=f.n_jobs,
+    )
+    art.put_frame("features", result.matrix)
+    art.put_json("feature_descriptions", result.descriptions)
+    art.put_bytes("feature_definitions.json", result.definitions_json.encode())
+    return {"orders": len(result.matrix), "features": len(result.descriptions)}
+
+
+# --- 5. split and encode -------------------------------------------------------------------------
+
+
+def split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
+    spec = load_spec(cfg.data.spec)
+    matrix = art.get_frame("features")
+    labels = art.get_frame("labels").set_index(spec.entities[spec.target.entity].index)
+    times = labels[spec.target.time_index].reindex(matrix.index)
+    s = cfg.split
+    if s.method == "time":
+        split = time_split(matrix, times, s.test_size, s.valid_size, cfg.labels.horizon_days, s.min_rows)
+    else:
+        split = random_split(matrix, s.test_size, s.valid_size, s.seed, s.min_rows)
+    encoder = Encoder().fit(split.train)
+    for part in ("train", "valid", "test"):
+        X, y = features_and_label(getattr(split, part), encoder)
+        art.put_frame(part, X.assign(**{LABEL: y}))
+    art.put_object("encoder", encoder)
+    return {
+        **split.info,
+        "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
+        "features_used": len(encoder.columns), "features_dropped": len(encoder.dropped),
+    }
+
+
+def load_part(art: RunArtifacts, part: str) -> tuple[pd.DataFrame, pd.Series]:
+    frame = art.get_frame(part)
+    return frame.drop(columns=[LABEL]), frame[LABEL]
+
+
+# --- 6. tuning -----------------------------------------------------------------------------------
+
+
+def base_model(cfg: Config) -> LightGBMModel:
+    m = cfg.model
+    return LightGBMModel(
+        params=dict(m.params), num_boost_round=m.num_boost_round, early_stopping_rounds=m.early_stopping_rounds,
+        metric=cfg.tuning.metric, num_threads=m.num_threads,
+    )
+
+
+def create_study(cfg: Config, run_id: str):
+    from pipeline.tuning import create_storage, create_study as _create
+
+    storage = create_storage(cfg.tuning.storage, cfg.tuning.heartbeat_interval)
+    return _create(cfg.tuning, study_name(cfg, run_id), storage)
+
+
+def tuning_shard(cfg: Config, art: RunArtifacts, shard_index: int, target_trials: int, tracking_parent: str | None = None) -> dict[str, Any]:
+    """One shard: load train/valid from the store, bin once, run trials on the shared study."""
+    from pipeline import tuning
+
+    storage = tuning.create_storage(cfg.tuning.storage, cfg.tuning.heartbeat_interval)
+    study = tuning.create_study(cfg.tuning, study_name(cfg, art.run_id), storage, seed_offset=shard_index)
+    X_train, y_train = load_part(art, "train")
+    X_valid, y_valid = load_part(art, "valid")
+    data = TrainData.build(X_train, y_train, X_valid, y_valid)
+    objective = tuning.make_objective(data, base_model(cfg), cfg.tuning.search_space)
+    name = f"shard-{shard_index}"
+    with _shard_tracking(cfg, tracking_parent, name) as on_trial:
+        done = tuning.run_shard(study, objective, target_trials, cfg.tuning.timeout_minutes * 60, name, [on_trial])
+    return {"shard": shard_index, "trials": done, "host": os.uname().nodename, "pid": os.getpid()}
+
+
+@contextmanager
+def _shard_tracking(cfg: Config, parent_run_id: str | None, name: str):
+    """A nested MLflow run per shard (when a parent run is given), one metric step per trial."""
+    if parent_run_id is None:
+        yield lambda study, trial: None
+        return
+    import mlflow
+
+    from pipeline import tracking
+
+    tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    with mlflow.start_run(run_name=f"tuning-{name}", nested=True, parent_run_id=parent_run_id):
+        mlflow.set_tags({"host": os.uname().nodename, "pid": str(os.getpid()), "shard": name})
+
+        def on_trial(study, trial) -> None:
+            if trial.value is not None:
+                mlflow.log_metric(f"trial_{cfg.tuning.metric}", trial.value, step=trial.number)
+
+        yield on_trial
+
+
+# --- 7. final fit, evaluation, explanation -------------------------------------------------------
+
+
+def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any], best_iteration: int | None, out_dir: Path) -> dict[str, Any]:
+    """Refit on train + valid with the best params, evaluate on the held-out test part, explain with SHAP."""
+    from pipeline.evaluation import compute_metrics, save_plots
+    from pipeline.explain import explain
+
+    X_train, y_train = load_part(art, "train")
+    X_valid, y_valid = load_part(art, "valid")
+    X_test, y_test = load_part(art, "test")
+    model = base_model(cfg)
+    model.params.update(best)
+    if best_iteration is None:  # no tuning: early stopping on valid picks the number of rounds
+        best_iteration = model.fit(X_train, y_train, X_valid, y_valid).best_iteration
+    # more rows than during early stopping: scale the number of rounds accordingly
+    rounds = round(best_iteration * (len(X_train) + len(X_valid)) / len(X_train))
+    model.fit_rounds(pd.concat([X_train, X_valid]), pd.concat([y_train, y_valid]), rounds)
+    proba = model.predict_proba(X_test)
+    metrics = compute_metrics(y_test.to_numpy(), proba, cfg.model.threshold)
+    plots = save_plots(y_test.to_numpy(), proba, cfg.model.threshold, out_dir / "plots")
+    explanation = explain(model.booster, X_test, out_dir / "shap")
+    model.save(out_dir / "model.json")
+    art.put_file("model/model.json", out_dir / "model.json")
+    art.put_json("metrics", metrics)
+    art.put_frame("predictions", pd.DataFrame({"y_true": y_test.to_numpy(), "proba": proba}, index=X_test.index))
+    for path in [*plots.values(), explanation.summary_plot, explanation.bar_plot, explanation.importance_csv]:
+        art.put_file(f"reports/{Path(path).name}", path)
+    return {"metrics": metrics, "rounds": rounds, "top_features": explanation.importance.head(10).to_dict("records")}
+
+
+def write_report_files(art: RunArtifacts, out_dir: Path) -> None:
+    """Feature descriptions next to the plots, for humans and MLflow."""
+    (out_dir / "feature_descriptions.json").write_text(json.dumps(art.get_json("feature_descriptions"), indent=2))
+
+
+def local_report_dir(cfg: Config, run_id: str) -> Path:
+    path = cfg.work_dir / "reports" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="churn-"))
+
+
+# --- 8. tracking ---------------------------------------------------------------------------------
+
+
+def open_tracking_run(cfg: Config, run_id: str) -> str:
+    """Create the MLflow run of this pipeline run, with the (redacted) config as params."""
+    import mlflow
+
+    from pipeline import tracking
+
+    tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    with mlflow.start_run(run_name=f"train-{run_id}") as run:
+        tracking.log_params(cfg.model_dump())
+        mlflow.set_tags({"pipeline_run_id": run_id, "dataset_spec": cfg.data.spec, "source_db": describe_url(cfg.data.url)})
+    return run.info.run_id
+
+
+def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Metrics, plots, tables and the model into the run; register it; move `champion` if it is better."""
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.evaluation import metric_direction
+
+    tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    metrics = summary["metrics"]
+    model = LightGBMModel.load(out_dir / "model.json")
+    X_test, _ = load_part(art, "test")
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({k: float(v) for k, v in summary.get("numbers", {}).items()})
+        mlflow.log_dict(summary.get("timings", {}), "timings.json")
+        write_report_files(art, out_dir)
+        tracking.log_artifacts_dir(out_dir / "plots", "plots")
+        tracking.log_artifacts_dir(out_dir / "shap", "shap")
+        mlflow.log_artifact(str(out_dir / "feature_descriptions.json"), "features")
+        mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
+        info = tracking.log_model(model.booster, X_test.head(50))
+        promotion = tracking.register_and_promote(
+            info.model_uri, cfg.tracking.registered_model, cfg.tuning.metric,
+            float(metrics[cfg.tuning.metric]), metric_direction(cfg.tuning.metric), cfg.tracking.champion_alias,
+        )
+        mlflow.set_tags({"model_version": str(promotion.version), "champion": str(promotion.promoted)})
+    return {
+        "model_uri": info.model_uri,
+        "registered_model": cfg.tracking.registered_model,
+        "version": promotion.version,
+        "promoted": promotion.promoted,
+        "previous_champion": promotion.previous_champion_version,
+    }
+
+
+def fail_tracking_run(cfg: Config, mlflow_run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(cfg.tracking.tracking_uri).set_terminated(mlflow_run_id, "FAILED")

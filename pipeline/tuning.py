@@ -1,0 +1,189 @@
+"""Hyperparameter tuning with Optuna: one study, any number of shards working on it.
+
+The study lives in a storage given by URL (in memory, a journal file, SQLite or
+MySQL/PostgreSQL), so it survives restarts when the storage is persistent and is
+shared by shards on other machines. Each shard runs trials until the study holds
+the requested number of finished trials in total. Trials are cheap: the LightGBM
+Dataset is built once per shard, bad trials are pruned from LightGBM's
+per-iteration validation metric, and every fit stops early.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightgbm as lgb
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from pipeline.config import SearchParam, TuningConfig
+from pipeline.evaluation import metric_direction, score
+from pipeline.models import LightGBMModel, TrainData
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+REPORT_EVERY = 10  # iterations between intermediate values: each report is a storage write
+
+
+class TuningError(RuntimeError):
+    """The study storage cannot be used; the message names it (without password)."""
+
+
+def masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage:
+    """`memory`, `journal:///path/file.log`, or an SQLAlchemy URL (sqlite, mysql+pymysql, postgresql)."""
+    if not url or url == "memory":
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal://"):
+        path = Path(url[len("journal://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True, "pool_recycle": 3600},
+            heartbeat_interval=heartbeat_interval,
+            grace_period=2 * heartbeat_interval,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    except Exception as exc:  # SQLAlchemy/driver errors: name the storage, never the password
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise TuningError(f"cannot open the Optuna storage {masked(url)}: {reason}") from None
+
+
+def sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+
+
+def pruner(n_startup_trials: int, warmup_steps: int) -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=warmup_steps, interval_steps=REPORT_EVERY)
+
+
+def create_study(cfg: TuningConfig, study_name: str, storage: BaseStorage, seed_offset: int = 0) -> optuna.Study:
+    """Create the study or load it (resuming its trials), direction derived from the metric."""
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction=metric_direction(cfg.metric),
+        sampler=sampler(cfg.seed + seed_offset, cfg.n_startup_trials),
+        pruner=pruner(cfg.n_startup_trials, cfg.pruner_warmup_steps),
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: Trial, space: list[SearchParam]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for p in space:
+        if p.type == "categorical":
+            params[p.name] = trial.suggest_categorical(p.name, p.choices)
+        elif p.type == "int":
+            params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def pruning_callback(trial: Trial) -> Callable[[lgb.callback.CallbackEnv], None]:
+    """Report the validation metric every REPORT_EVERY iterations; stop hopeless trials."""
+
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        step = env.iteration + 1
+        if step % REPORT_EVERY or not env.evaluation_result_list:
+            return
+        trial.report(float(env.evaluation_result_list[0][2]), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at iteration {step}")
+
+    return callback
+
+
+def make_objective(data: TrainData, base: LightGBMModel, space: list[SearchParam]) -> Callable[[Trial], float]:
+    """Objective on the shared Dataset: fit with the trial's params, score on the validation part."""
+
+    def objective(trial: Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        model = LightGBMModel(
+            params={**base.params, **suggest(trial, space)},
+            num_boost_round=base.num_boost_round,
+            early_stopping_rounds=base.early_stopping_rounds,
+            metric=base.metric,
+            num_threads=base.num_threads,
+        )
+        model.fit_data(data, callbacks=[pruning_callback(trial)])
+        trial.set_user_attr("best_iteration", model.best_iteration)
+        return score(base.metric, data.y_valid, model.predict_proba(data.X_valid))
+
+    return objective
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTrial], None]:
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0.0
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        log.info("[%s] trial %d %s in %.1fs (best %s, %d/%d finished)", shard, trial.number, value, took, best, finished_trials(study), target)
+
+    return callback
+
+
+def run_shard(
+    study: optuna.Study,
+    objective: Callable[[Trial], float],
+    target_trials: int,
+    timeout_s: float | None = None,
+    shard: str = "shard-0",
+    extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+) -> int:
+    """Run trials until the study holds `target_trials` finished trials (all shards together).
+
+    Returns how many trials this shard finished. Several shards may each start a trial
+    when one is missing, so the study can end up to (shards - 1) trials over the target.
+    """
+    before = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    started = time.perf_counter()
+    if finished_trials(study) < target_trials:
+        study.optimize(
+            objective,
+            timeout=timeout_s,
+            callbacks=[
+                optuna.study.MaxTrialsCallback(target_trials, states=FINISHED),
+                progress_logger(target_trials, shard),
+                *(extra_callbacks or []),
+            ],
+            catch=(),
+            gc_after_trial=False,
+        )
+    mine = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()]
+    log.info("[%s] finished %d trials in %.1fs", shard, len(mine), time.perf_counter() - started)
+    return len(mine)
+
+
+def best_params(study: optuna.Study) -> dict[str, Any]:
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        raise TuningError(f"study {study.study_name!r} has no completed trial to take parameters from")
+    return dict(study.best_trial.params)
