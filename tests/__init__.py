@@ -1,0 +1,1 @@
+"""Test package, so that shared fixture modules import as `tests.<module>`."""
