@@ -19,7 +19,7 @@ cd "$ROOT"
 PROJECT=${E2E_PROJECT:-churn-e2e}
 OFFLINE_DOCKER=${OFFLINE_DOCKER:-$ROOT/../shared/offline-docker}
 WORKERS=${E2E_WORKERS:-2}
-TRAIN_ARGS=${E2E_TRAIN_ARGS:---set tuning.n_trials=6 --set tuning.n_shards=2 --set features.max_depth=1 --set model.num_boost_round=200}
+TRAIN_ARGS=${E2E_TRAIN_ARGS:---set tuning.n_trials=8 --set tuning.n_shards=2 --set features.max_depth=1 --set model.num_boost_round=200}
 START=$(date +%s)
 WORK=$(mktemp -d /tmp/churn-e2e.XXXXXX)
 ENV_FILE=$WORK/e2e.env
@@ -62,8 +62,14 @@ docker compose version >/dev/null 2>&1 || die "needs Docker Compose v2 (docker c
 
 cp .env.example "$ENV_FILE"
 set_env COMPOSE_PROJECT_NAME "$PROJECT"
+# free host ports (on 127.0.0.1), so that the test never collides with a running stack
+read -r -a FREE_PORTS <<< "$(python3 -c 'import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+i=0
 for port in PREFECT_PORT MLFLOW_PORT OPTUNA_DASHBOARD_PORT MINIO_API_PORT MINIO_CONSOLE_PORT; do
-    set_env "$port" ""          # ephemeral host ports: never collide with a running stack
+    set_env "$port" "${FREE_PORTS[$i]}"; i=$((i + 1))
 done
 set_env SEED_CUSTOMERS "${E2E_CUSTOMERS:-400}"
 set_env TUNING_SHARDS 2
@@ -91,7 +97,7 @@ compose build --quiet
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^churn-pipeline' | sed 's/^/[e2e] image /'
 
 # ---------------------------------------------------------------- helpers
-LONG_RUNNING=(postgres mysql minio prefect-server mlflow optuna-dashboard worker)
+LONG_RUNNING=(postgres mysql minio prefect-server mlflow optuna-dashboard trainer worker)
 ONE_SHOT=(minio-init seed deploy)
 
 wait_jobs() {  # every one-shot job has run to completion with exit status 0
@@ -134,7 +140,7 @@ wait_healthy() {  # every container of the long-running services is healthy
 
 check() {  # check MODE [ARG]: services/e2e_check.py in a pipeline container on the stack's network
     compose run --rm --no-deps -T \
-        -e MLFLOW_BUCKET="$(sed -n 's/^MLFLOW_BUCKET=//p' "$ENV_FILE")" \
+        -e MLFLOW_BUCKET="$(sed -n 's/^MLFLOW_BUCKET=//p' "$ENV_FILE")" -e MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
         -v "$ROOT/services/e2e_check.py:/tmp/e2e_check.py:ro" \
         --entrypoint python train /tmp/e2e_check.py "$@"
 }

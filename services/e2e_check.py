@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from urllib.parse import urlparse
 
-WORKER_KEYS = ("worker", "hostname", "host", "node", "flow_run", "shard")
+WORKER_KEYS = ("host", "hostname", "worker")  # trial user attr naming the machine (container) that ran it
 
 
 def log(msg: str) -> None:
@@ -65,7 +65,7 @@ def optuna_state() -> dict:
         for trial in trials:
             for attrs in (trial.user_attrs, trial.system_attrs):
                 for key, value in attrs.items():
-                    if any(k in key.lower() for k in WORKER_KEYS) and isinstance(value, (str, int)):
+                    if key.lower() in WORKER_KEYS and isinstance(value, (str, int)):
                         origins.setdefault(key, Counter())[str(value)] += 1
         studies[summary.study_name] = {
             "trials": len(trials),

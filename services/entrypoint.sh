@@ -3,8 +3,8 @@
 #
 #   prefect-server   Prefect API + UI + background services (database: PREFECT_API_DATABASE_CONNECTION_URL)
 #   mlflow           MLflow tracking server, artifacts proxied to S3 (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION)
-#   worker           `prefect worker start` on the work pool; LightGBM threads from the container's CPU limit
-#   deploy           one-shot: create the Optuna schema, the work pool and the deployments (idempotent)
+#   worker           `prefect worker start` on the work pool (queue WORKER_QUEUE); LightGBM threads from the CPU limit
+#   deploy           one-shot: Optuna schema, work pool, deployments, training queue (idempotent)
 #   seed             one-shot: write the source database unless it already holds the same data (idempotent)
 #   dashboard        optuna-dashboard on the tuning storage (dashboard image only)
 #   pipeline ARGS    python -m pipeline ARGS (e.g. `trigger --wait`, `run`, `--help`)
@@ -67,9 +67,11 @@ case "$role" in
             log "LightGBM threads: automatic (no CPU limit on this container)"
         fi
         pool="${PREFECT_WORK_POOL:-churn-pool}"
+        queue="${WORKER_QUEUE:-}"
+        log "pool $pool, queue ${queue:-all}, one flow run at a time"
         # flow runs are child processes of this worker and inherit its environment
-        exec prefect worker start --pool "$pool" --type process \
-            --limit "${WORKER_RUN_LIMIT:-1}" --name "worker-$(hostname)" --with-healthcheck "$@"
+        exec prefect worker start --pool "$pool" --type process ${queue:+--work-queue "$queue"} \
+            --limit "${WORKER_RUN_LIMIT:-1}" --name "${WORKER_NAME_PREFIX:-worker}-$(hostname)" --with-healthcheck "$@"
         ;;
 
     deploy)
@@ -82,7 +84,9 @@ case "$role" in
                     ;;
             esac
         fi
-        exec python -m pipeline deploy --project-dir /app "$@"
+        python -m pipeline deploy --project-dir /app "$@"
+        # training runs on their own queue (the trainer), tuning shards on the workers' default queue
+        exec python /app/services/route_queues.py
         ;;
 
     seed)
@@ -99,7 +103,7 @@ case "$role" in
         ;;
 
     help|--help|-h)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 
     *)
