@@ -32,7 +32,7 @@ class PathsConfig(Section):
 
 
 class SyntheticConfig(Section):
-    customers: int = Field(1500, ge=50)
+    customers: int = Field(1000, ge=50)
     seed: int = 7
 
 
@@ -49,7 +49,7 @@ class LabelConfig(Section):
 
 class FeatureConfig(Section):
     max_depth: int = Field(2, ge=1, le=4)
-    agg_primitives: list[str] = ["count", "sum", "mean", "max", "std", "num_unique", "time_since_first"]
+    agg_primitives: list[str] = ["count", "sum", "mean", "max", "num_unique", "time_since_first"]
     trans_primitives: list[str] = ["month", "weekday"]
     max_features: int = Field(150, ge=1)
     approximate: str | None = None

@@ -25,7 +25,9 @@ def prefect_environment(work_dir: str | Path) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     }
     if not os.environ.get("PREFECT_API_URL"):  # ephemeral mode: keep its database under the work dir
-        defaults["PREFECT_HOME"] = str(Path(work_dir).resolve() / "prefect")
+        home = Path(work_dir).resolve() / "prefect"
+        home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create a missing folder
+        defaults["PREFECT_HOME"] = str(home)
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
 
