@@ -25,7 +25,7 @@ e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear dow
 	bash services/e2e.sh
 
 bench: $(STAMP)  ## tuning throughput with 1 and 2 workers on real AdventureWorks (AW_DATA_DIR)
-	$(PY) -m bench.tuning_throughput
+	$(PY) -m bench.tuning_throughput $(ARGS)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
