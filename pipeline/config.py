@@ -60,6 +60,7 @@ class SplitConfig(Section):
     method: Literal["time", "random"] = "time"
     test_size: float = Field(0.2, gt=0, lt=1)
     valid_size: float = Field(0.2, gt=0, lt=1)
+    purge: bool = True
     seed: int = 42
     min_rows: int = Field(50, ge=10)
 

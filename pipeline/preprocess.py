@@ -42,6 +42,7 @@ def time_split(
     valid_size: float,
     horizon_days: int,
     min_rows: int = 50,
+    purge: bool = True,
 ) -> Split:
     """Test = the latest `test_size` of orders; valid = the latest `valid_size` of the rest.
 
@@ -53,7 +54,7 @@ def time_split(
     frame, times = frame.iloc[order], times.iloc[order]
     test_start = times.iloc[int(len(times) * (1 - test_size))]
     is_test = (times >= test_start).to_numpy()
-    purge_from = test_start - pd.Timedelta(days=horizon_days)
+    purge_from = test_start - pd.Timedelta(days=horizon_days if purge else 0)
     before = frame[~is_test & (times < purge_from).to_numpy()]
     purged = int((~is_test).sum() - len(before))
     n_valid = int(len(before) * valid_size)

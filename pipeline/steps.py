@@ -123,7 +123,7 @@ def split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     times = labels[spec.target.time_index].reindex(matrix.index)
     s = cfg.split
     if s.method == "time":
-        split = time_split(matrix, times, s.test_size, s.valid_size, cfg.labels.horizon_days, s.min_rows)
+        split = time_split(matrix, times, s.test_size, s.valid_size, cfg.labels.horizon_days, s.min_rows, s.purge)
     else:
         split = random_split(matrix, s.test_size, s.valid_size, s.seed, s.min_rows)
     encoder = Encoder().fit(split.train)
