@@ -2,7 +2,9 @@
 
 `up()` starts (or reuses) SeaweedFS for S3, a Prefect server on PostgreSQL, an MLflow server
 on PostgreSQL that proxies artifacts to S3, a `process` work pool with the training and
-tuning-shard deployments, and N Prefect workers whose environment points the pipeline at
+tuning-shard deployments, N Prefect workers for the tuning shards (queue `default`) plus one
+`trainer` worker for the training runs (queue `training`, so a training run waiting for its
+shards does not hold a shard worker's slot), all with an environment that points the pipeline at
 those services. Databases, buckets, the pool and the deployments are created idempotently.
 
 What is running is recorded in `<state_dir>/stack.json` (pids, password-free URLs, log
@@ -41,6 +43,12 @@ DEFAULT_DEPLOYMENTS = {
     "training": "pipeline/flows/training.py:training_flow",
     "tuning-shard": "pipeline/flows/tuning.py:tuning_shard_flow",
 }
+# Work queues of the pool: training runs only wait for their shards, so they get their own queue
+# and worker (`trainer`) instead of holding a shard worker's only slot (as in docker-compose.yml).
+DEFAULT_QUEUE = "default"
+TRAINER_QUEUE = "training"
+DEPLOYMENT_QUEUES = {"training": TRAINER_QUEUE, "tuning-shard": DEFAULT_QUEUE}
+TRAINER = "trainer"  # worker name of the training queue; shard workers are worker-1..N
 STATE_FILE = "stack.json"
 SECRETS_FILE = "secrets.json"
 SERVERS = ("mlflow", "prefect-server", "seaweedfs")  # stopped together, after the workers
@@ -78,7 +86,7 @@ class StackSettings:
     prefect_port: int = 4200
     mlflow_port: int = 5500
     s3_port: int = 8333
-    workers: int = 2
+    workers: int = 2  # tuning-shard workers; the trainer worker comes on top
     state_dir: Path = Path(".pipeline/stack")
     work_pool: str = field(default_factory=_default_work_pool)
     prefect_db: str = "prefect"
@@ -129,7 +137,17 @@ class StackInfo:
 
     @property
     def worker_pids(self) -> dict[str, int]:
+        """The tuning-shard workers (default queue); the trainer is `trainer_pid`."""
         return {name: p.pid for name, p in self.processes.items() if name.startswith("worker-")}
+
+    @property
+    def trainer_pid(self) -> int | None:
+        proc = self.processes.get(TRAINER)
+        return proc.pid if proc else None
+
+    @property
+    def all_worker_names(self) -> list[str]:
+        return sorted(self.worker_pids) + ([TRAINER] if TRAINER in self.processes else [])
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in logs, printed URLs or deployment parameters."""
@@ -502,8 +520,13 @@ def ensure_work_pool(api_url: str, name: str) -> None:
             pass
 
 
-def register_deployments(api_url: str, project_dir: Path, deployments: dict[str, str], work_pool: str) -> list[str]:
+def register_deployments(
+    api_url: str, project_dir: Path, deployments: dict[str, str], work_pool: str, queues: dict[str, str] | None = None
+) -> list[str]:
     """Create or update deployments `{name: entrypoint}` whose code is pulled from `project_dir`.
+
+    Each goes to work queue `queues[name]` (default: DEPLOYMENT_QUEUES, else the pool's
+    default queue): `training` on the trainer's queue, `tuning-shard` on the workers' one.
 
     `flow.deploy(build=False)` is rejected without an image, so the flow is loaded with
     `from_source(<local dir>)`, which stores a `set_working_directory` pull step. No
@@ -516,7 +539,9 @@ def register_deployments(api_url: str, project_dir: Path, deployments: dict[str,
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         for name, entrypoint in deployments.items():
             flow = Flow.from_source(source=str(project_dir.resolve()), entrypoint=entrypoint)
-            flow.to_deployment(name=name, work_pool_name=work_pool).apply()  # = .deploy() minus its console table
+            queue = (DEPLOYMENT_QUEUES if queues is None else queues).get(name, DEFAULT_QUEUE)
+            # = .deploy() minus its console table; the server creates a missing queue
+            flow.to_deployment(name=name, work_pool_name=work_pool, work_queue_name=queue).apply()
             names.append(f"{flow.name}/{name}")
     return names
 
@@ -526,10 +551,14 @@ def _process_env(extra: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str,
     return {**env, **extra}
 
 
-def start_worker(info: StackInfo, name: str) -> Proc:
-    """Start one `--limit 1` worker on the pool with the stack's env; recorded in the state file."""
+def start_worker(info: StackInfo, name: str, queue: str | None = None) -> Proc:
+    """Start one `--limit 1` worker on one queue of the pool with the stack's env; recorded in the state file.
+
+    `queue` defaults to TRAINER_QUEUE for the worker named TRAINER, else DEFAULT_QUEUE (shards).
+    """
     env = _process_env(worker_env(info))
-    cmd = [_bin("prefect"), "worker", "start", "--pool", info.work_pool, "--limit", "1", "--name", name]
+    queue = queue or (TRAINER_QUEUE if name == TRAINER else DEFAULT_QUEUE)
+    cmd = [_bin("prefect"), "worker", "start", "--pool", info.work_pool, "--work-queue", queue, "--limit", "1", "--name", name]
     proc = _spawn(cmd, env, info.state_dir / "logs" / f"{name}.log", f"--name {name}", Path(info.project_dir))
     info.processes[name] = proc
     info.save()
@@ -697,7 +726,8 @@ def up(settings: StackSettings) -> StackInfo:
     ensure_work_pool(info.prefect_api_url, settings.work_pool)
     info.deployments = register_deployments(info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool)
 
-    wanted = [f"worker-{i}" for i in range(1, settings.workers + 1)]
+    # N shard workers on the default queue, plus the trainer on the training queue
+    wanted = [f"worker-{i}" for i in range(1, settings.workers + 1)] + [TRAINER]
     for name in [n for n in info.worker_pids if n not in wanted]:
         stop_worker(info.processes.pop(name).pid)
     for name in wanted:
@@ -724,10 +754,11 @@ def down(state_dir: str | Path) -> None:
         proc = info.processes[name]
         if process_running(proc.pid, proc.marker):
             sys.stdout.write(f"stopping {name} (pid {proc.pid})\n")  # one write: threads print at once
-            (stop_worker if name.startswith("worker-") else stop_process)(proc.pid)
+            (stop_worker if name in workers else stop_process)(proc.pid)
 
     # Workers first, so none sees the API vanish mid-run; each group stops in parallel.
-    for group in (sorted(info.worker_pids), [n for n in SERVERS if n in info.processes]):
+    workers = info.all_worker_names
+    for group in (workers, [n for n in SERVERS if n in info.processes]):
         with ThreadPoolExecutor(max_workers=max(len(group), 1)) as pool:
             list(pool.map(stop, group))
         for name in group:
@@ -780,7 +811,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _add_up_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="tuning-shard workers, besides the trainer (default 2)")
     p.add_argument("--postgres-url", help=f"admin URL (default: $TEST_POSTGRES_URL or {DEFAULT_POSTGRES_URL})")
     p.add_argument("--mysql-url", help="Optuna storage, a user with a password (default: generated with --mysql-bootstrap-socket)")
     p.add_argument("--mysql-bootstrap-socket", help="create the Optuna database and user as root through this socket")

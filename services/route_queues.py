@@ -1,8 +1,10 @@
 """Deploy step of the compose stack: run training flows on the `trainer`, tuning shards on the `worker`s.
 
-`python -m pipeline deploy` registers both deployments on the work pool's default queue. A
-training run waits for its tuning shards while holding its worker's only slot (`--limit 1`), so
-on shared workers it would take one tuning worker away, or, with a single worker, wait forever.
+`python -m pipeline deploy` already registers the training deployment on queue `training` (and
+tuning-shard on the pool's default queue, see `pipeline.stack.DEPLOYMENT_QUEUES`); this step also
+honours TRAINING_QUEUE and deployments registered by older versions. A training run waits for
+its tuning shards while holding its worker's only slot (`--limit 1`), so on shared workers it
+would take one tuning worker away, or, with a single worker, wait forever.
 This puts the training deployment on its own queue of the same pool (TRAINING_QUEUE, default
 `training`), which only the `trainer` service polls; `worker`s poll the default queue.
 Idempotent: creates the queue if missing and sets the deployment's queue every time.

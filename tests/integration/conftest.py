@@ -209,8 +209,8 @@ def stack_settings(
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: StackSettings) -> Iterator[StackInfo]:
-    """The full topology with 2 workers, shared by the session; stopped at the end (tests
-    marked `stack_down` stop it themselves, and run last)."""
+    """The full topology with 2 tuning-shard workers and the trainer, shared by the session;
+    stopped at the end (tests marked `stack_down` stop it themselves, and run last)."""
     try:
         yield up(stack_settings)
     finally:

@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.stack import (
     DEFAULT_DEPLOYMENTS,
+    DEPLOYMENT_QUEUES,
     StackError,
     StackInfo,
     StackSettings,
@@ -87,16 +88,17 @@ def test_stack_is_healthy_with_pool_deployments_and_workers(stack: StackInfo) ->
 
     rows = {r.name: r for r in status(stack.state_dir)}
     own_s3 = set() if os.environ.get("TEST_S3_ENDPOINT") else {"seaweedfs"}
-    assert set(rows) == {"prefect-server", "mlflow", "worker-1", "worker-2"} | own_s3
+    assert set(rows) == {"prefect-server", "mlflow", "worker-1", "worker-2", "trainer"} | own_s3
     assert all(r.running for r in rows.values()), rows
     assert all(r.healthy for r in rows.values() if r.url), rows
     with prefect_client(stack.prefect_api_url) as client:
         assert client.read_work_pool(stack.work_pool).type == "process"
         online = {w.name for w in client.read_workers_for_work_pool(stack.work_pool) if w.status == WorkerStatus.ONLINE}
-        assert online == {"worker-1", "worker-2"}
-        for full_name in ("training/training", "tuning-shard/tuning-shard"):
+        assert online == {"worker-1", "worker-2", "trainer"}
+        queues = {"training/training": "training", "tuning-shard/tuning-shard": "default"}
+        for full_name, queue in queues.items():
             deployment = client.read_deployment_by_name(full_name)
-            assert deployment.work_pool_name == stack.work_pool
+            assert deployment.work_pool_name == stack.work_pool and deployment.work_queue_name == queue
             assert deployment.parameters == {} and deployment.job_variables == {}
             assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": stack.project_dir}}]
 
@@ -186,7 +188,7 @@ def test_up_again_is_idempotent(stack: StackInfo, stack_settings: StackSettings)
     assert {n: p.pid for n, p in again.processes.items()} == {n: p.pid for n, p in stack.processes.items()}
     with prefect_client(stack.prefect_api_url) as client:
         assert {d.name: d.id for d in client.read_deployments()} == before
-        assert len(client.read_workers_for_work_pool(stack.work_pool)) == 2
+        assert len(client.read_workers_for_work_pool(stack.work_pool)) == 3  # 2 shard workers + trainer
         assert [p.name for p in client.read_work_pools()] == [stack.work_pool]
 
 
@@ -221,6 +223,7 @@ def test_prefect_yaml_deploys_to_the_pool_with_a_templated_directory(
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     assert {d["name"]: d["entrypoint"] for d in config["deployments"]} == DEFAULT_DEPLOYMENTS
+    assert {d["name"]: d["work_pool"]["work_queue_name"] for d in config["deployments"]} == DEPLOYMENT_QUEUES
     assert config["build"] is None and config["push"] is None
     for deployment in config["deployments"]:
         deployment["name"] = f"yaml-{deployment['name']}"
@@ -232,9 +235,10 @@ def test_prefect_yaml_deploys_to_the_pool_with_a_templated_directory(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
     with prefect_client(stack.prefect_api_url) as client:
-        for full_name in ("training/yaml-training", "tuning-shard/yaml-tuning-shard"):
+        for full_name, queue in (("training/yaml-training", "training"), ("tuning-shard/yaml-tuning-shard", "default")):
             deployment = client.read_deployment_by_name(full_name)
             assert deployment.work_pool_name == stack.work_pool and deployment.parameters == {}
+            assert deployment.work_queue_name == queue
     placeholder = [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PIPELINE_PROJECT_DIR }}"}}]
     assert deployment.pull_steps == placeholder
     monkeypatch.chdir(tmp_path)  # run_steps chdirs; monkeypatch restores the cwd afterwards
