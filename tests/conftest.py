@@ -13,3 +13,10 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline,optuna,lightgbm
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)  # unit and flow tests never talk to a user's server
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Prefect stops its ephemeral server at exit and logs to pytest's already-closed capture stream."""
+    import logging
+
+    logging.raiseExceptions = False
