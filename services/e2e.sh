@@ -155,7 +155,7 @@ compose up -d --scale "worker=$WORKERS"
 wait_jobs 900
 wait_healthy 600
 [ "$(compose ps -q worker | wc -l)" -eq "$WORKERS" ] || die "expected $WORKERS worker containers"
-compose logs --no-color worker | grep -q "LightGBM threads: 1 (from the container's CPU limit)" \
+compose logs --no-color worker | grep "LightGBM threads: 1 (from the container's CPU limit)" >/dev/null \
     || die "workers did not derive LightGBM threads from their CPU limit"
 say "workers: LightGBM threads from the container CPU limit (1)"
 
@@ -169,6 +169,15 @@ for spec in "prefect-server 4200 /api/health" "mlflow 5000 /health" "optuna-dash
 done
 curl -fsS --max-time 10 "$(host_url mlflow 5000 /api/2.0/mlflow/experiments/search?max_results=1)" -o /dev/null \
     || die "MLflow API refuses the host's browser (--allowed-hosts)"
+for spec in "prefect-server 4200" "mlflow 5000" "optuna-dashboard 8080"; do
+    set -- $spec
+    curl -fsSL --max-time 10 "$(host_url "$1" "$2" /)" | grep -i "<html" >/dev/null || die "$1 serves no UI page"
+done
+PREFECT_URL=$(host_url prefect-server 4200 "")
+ui_api=$(curl -fsS --max-time 10 "$PREFECT_URL/ui-settings" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_url"])')
+[ "$ui_api" = "http://localhost:$(sed -n 's/^PREFECT_PORT=//p' "$ENV_FILE")/api" ] \
+    || die "the Prefect UI would call its API at $ui_api"
+say "UIs serve their pages; the Prefect UI calls its API at $ui_api"
 
 # ---------------------------------------------------------------- training run
 say "training run: docker compose run --rm train $TRAIN_ARGS"
@@ -181,12 +190,31 @@ say "checking MLflow, Optuna, S3 and Prefect"
 check assert > "$WORK/before.json" || die "checks after the training run failed"
 BEFORE=$(tail -n 1 "$WORK/before.json")
 
+# what the UIs show, through the APIs the browser uses on the published ports
+curl -fsS --max-time 10 -X POST -H 'Content-Type: application/json' -d '{"limit": 50}' \
+    "$PREFECT_URL/api/flow_runs/filter" > "$WORK/flow_runs.json" || die "the Prefect API does not list flow runs"
+curl -fsS --max-time 10 "$(host_url mlflow 5000 /api/2.0/mlflow/registered-models/search)" > "$WORK/models.json" \
+    || die "the MLflow API does not list registered models"
+python3 - "$WORK/flow_runs.json" "$WORK/models.json" <<'PY' || die "the result is not visible in the UIs"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+done = [r["name"] for r in runs if r["state_type"] == "COMPLETED"]
+states = [(r["name"], r["state_type"]) for r in runs]
+assert len(done) >= 3, f"Prefect: expected the training run and its 2 shard runs COMPLETED, got {states}"
+print(f"[e2e] Prefect UI lists {len(done)} completed flow runs")
+models = json.load(open(sys.argv[2])).get("registered_models", [])
+assert models and models[0].get("latest_versions"), f"MLflow: no registered model version: {models}"
+m = models[0]
+aliases = [a["alias"] for a in m.get("aliases", [])]
+print(f"[e2e] MLflow UI lists model {m['name']} version {m['latest_versions'][-1]['version']}, aliases {aliases}")
+PY
+
 # ---------------------------------------------------------------- restart: nothing is lost
 say "docker compose down (volumes kept) and up again"
 compose down --timeout 20
 compose up -d --scale "worker=$WORKERS"
 wait_jobs 600
-compose logs --no-color seed | grep -q "nothing to do" || die "the seed job reloaded the source database on restart"
+compose logs --no-color seed | grep "nothing to do" >/dev/null || die "the seed job reloaded the source database on restart"
 wait_healthy 600
 check compare "$BEFORE" > "$WORK/after.json" || die "state changed across the restart"
 say "runs, studies, models, artifacts and flow runs survived the restart"
