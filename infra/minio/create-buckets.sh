@@ -38,7 +38,7 @@ done
 if [ "$PIPELINE_S3_ACCESS_KEY" = "$MINIO_ROOT_USER" ]; then
     log "note: PIPELINE_S3_ACCESS_KEY is the root user: no separate pipeline key is created"
 else
-    policy_file=$(mktemp)
+    policy_file=/tmp/churn-pipeline-policy.json
     cat > "$policy_file" <<JSON
 {
   "Version": "2012-10-17",
@@ -65,13 +65,15 @@ JSON
     if [ "$admin_rc" -eq 0 ]; then
         log "pipeline key $PIPELINE_S3_ACCESS_KEY has policy $POLICY (buckets $DATA_BUCKET, $MLFLOW_BUCKET only)"
     else
-        log "note: this S3 server has no MinIO admin API ($(echo "$admin_out" | head -n 1));"
+        first_line=$(printf '%s\n' "$admin_out" | { IFS= read -r line; printf '%s' "$line"; })
+        log "note: this S3 server has no MinIO admin API ($first_line);"
         log "note: the pipeline key is not created here: it must exist on the server already"
     fi
 fi
 
 # The key the pipeline and MLflow use must reach both buckets.
-export MC_HOST_pipeline="$(echo "$S3_ENDPOINT_URL" | sed -e "s#://#://${PIPELINE_S3_ACCESS_KEY}:${PIPELINE_S3_SECRET_KEY}@#")"
+# (shell expansion only: the minio/mc image is minimal and has no sed)
+export MC_HOST_pipeline="${S3_ENDPOINT_URL%%://*}://${PIPELINE_S3_ACCESS_KEY}:${PIPELINE_S3_SECRET_KEY}@${S3_ENDPOINT_URL#*://}"
 probe="/tmp/minio-init-probe.txt"
 echo "written by the minio-init job" > "$probe"
 for bucket in "$DATA_BUCKET" "$MLFLOW_BUCKET"; do
