@@ -88,29 +88,40 @@ def _prefect_shards(cfg: Config, run_id: str, config_path, overrides, tracking_p
     ]
     log.info("launched %d tuning shards on deployment %s", len(runs), cfg.tuning.shard_deployment)
     deadline = time.monotonic() + cfg.tuning.timeout_minutes * 60
+    # A shard run whose worker died stays RUNNING in Prefect for ever: judge progress by the study.
+    stall_seconds = max(120.0, 10 * cfg.tuning.heartbeat_interval)
+    progress, last_progress = None, time.monotonic()
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             states = [client.read_flow_run(r.id).state for r in runs]
-            if all(s is not None and s.is_final() for s in states) or _study_done(study, target):
+            finished, running = _trial_counts(study)
+            # WAITING trials do not count: failing a dead worker's stale trial re-queues it as
+            # WAITING (RetryHeartbeatStaleTrialCallback), and once the target is met no shard takes it.
+            if all(s is not None and s.is_final() for s in states) or (finished >= target and running == 0):
+                break
+            # still working: a trial running, a new finished trial, or a shard run not yet started
+            now = (finished, running, sum(s is None or not (s.is_running() or s.is_final()) for s in states))
+            if now != progress or running > 0 or now[2] > 0:
+                progress, last_progress = now, time.monotonic()
+            elif time.monotonic() - last_progress > stall_seconds:
+                log.warning("no trial has run for %.0f s and no shard run is waiting to start: the shards are gone", stall_seconds)
                 break
             time.sleep(2)
         else:
             raise TuningError(f"tuning did not finish within tuning.timeout_minutes={cfg.tuning.timeout_minutes}")
-        _grace_for_shards(client, runs, seconds=30)
+        _grace_for_shards(client, runs, seconds=15)
         states = [client.read_flow_run(r.id).state for r in runs]
     return [{"shard": i, "flow_run": str(r.id), "state": s.name if s else None} for i, (r, s) in enumerate(zip(runs, states))]
 
 
-def _study_done(study, target: int) -> bool:
-    """Enough finished trials and none still running (a dead worker's trial is failed once stale)."""
+def _trial_counts(study) -> tuple[int, int]:
+    """(finished, running) trials, after failing stale ones (a dead worker's trial, once its heartbeat is stale)."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    finished = sum(t.state in FINISHED for t in trials)
-    running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    return finished >= target and running == 0
+    return sum(t.state in FINISHED for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def _grace_for_shards(client, runs, seconds: float) -> None:

@@ -1,0 +1,231 @@
+"""The training deployment on the local stack: a trainer worker runs the training flow, which fans
+tuning out to 2 shard workers through a MySQL Optuna study; data from a PostgreSQL source, run
+intermediates in S3, the model in MLflow (artifacts proxied by its server). Then the same with a
+shard worker killed mid-trial: its trial goes stale, is retried by the survivor, the run completes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+from uuid import UUID
+
+import pytest
+
+from pipeline.stack import StackInfo, descendants, ensure_postgres_databases, prefect_client, start_worker, stop_worker, wait_for_workers
+from pipeline.storage import RunArtifacts, S3Settings, open_store
+from tests.helpers import write_small_source
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+RUN_TIMEOUT = 360  # seconds for a training run on the 2-core test machine
+FEATURES = {"agg_primitives": ["count", "sum", "mean", "max", "time_since_first"], "trans_primitives": ["month"], "max_features": 60}
+
+
+@pytest.fixture(scope="module")
+def source_url(postgres_url: str, pg_database_names: Callable[[str], str]) -> str:
+    """The small synthetic source in its own PostgreSQL database, reached by every worker over TCP."""
+    from sqlalchemy.engine import make_url
+
+    name = pg_database_names("source")
+    ensure_postgres_databases(postgres_url, [name])
+    url = make_url(postgres_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+    write_small_source(url, customers=150)
+    return url
+
+
+def overrides(source_url: str, name: str, tuning: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "data": {"url": source_url, "generate_if_missing": False},
+        "labels": {"horizon_days": 90},
+        "features": FEATURES,
+        "split": {"min_rows": 20},
+        "tuning": {"n_shards": 2, "n_startup_trials": 2, "heartbeat_interval": 2, **tuning},
+        "model": {"num_threads": 1, **model},  # 2 shards on 2 cores
+        "tracking": {"experiment": name, "registered_model": name},
+    }
+
+
+def trigger(over: dict[str, Any]) -> UUID:
+    from prefect.deployments import run_deployment
+
+    return run_deployment(name="training/training", parameters={"overrides": over}, timeout=0).id
+
+
+def find_study(storage: str, run_id: str) -> Any | None:
+    import optuna
+
+    names = [n for n in optuna.get_all_study_names(storage) if n.endswith(f"-{run_id}")]
+    return optuna.load_study(study_name=names[0], storage=storage) if names else None
+
+
+class ShardWatcher:
+    """Which shard worker each flow-run process belongs to, seen while the run is going (they exit after)."""
+
+    def __init__(self, stack: StackInfo):
+        self.stack = stack
+        self.owner: dict[int, str] = {}
+        self.trainer_children: set[int] = set()
+
+    def look(self) -> None:
+        for name, pid in self.stack.worker_pids.items():
+            self.owner.update(dict.fromkeys(descendants(pid), name))
+        if self.stack.trainer_pid:
+            self.trainer_children |= descendants(self.stack.trainer_pid)
+
+
+def wait_final(client: Any, flow_run_id: UUID, watcher: ShardWatcher, timeout: float = RUN_TIMEOUT, on_poll: Callable[[], None] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        watcher.look()
+        if on_poll:
+            on_poll()
+        run = client.read_flow_run(flow_run_id)
+        if run.state and run.state.is_final():
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"training run {flow_run_id} not finished after {timeout} s (state {run.state})")
+
+
+def artifacts(stack: StackInfo, run_id: str) -> RunArtifacts:
+    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.s3_access_key, secret_access_key=stack.s3_secret_key)
+    return RunArtifacts(open_store(f"s3://{stack.data_bucket}", settings), run_id)
+
+
+def test_training_deployment_runs_on_trainer_and_two_shard_workers(
+    stack_api: StackInfo, source_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+    from prefect.client.orchestration import get_client
+
+    stack = stack_api
+    name = f"churn-stack-{time.time_ns()}"
+    over = overrides(source_url, name, {"n_trials": 8}, {"num_boost_round": 300})
+    started = time.monotonic()
+    flow_run_id = trigger(over)
+    run_id = str(flow_run_id)
+    watcher = ShardWatcher(stack)
+    with get_client(sync_client=True) as client:
+        run = wait_final(client, flow_run_id, watcher)
+        print(f"training run finished in {time.monotonic() - started:.1f} s: {run.state.name}")
+        assert run.state.is_completed(), f"{run.state.name}: {run.state.message}"
+        flow_runs = client.read_flow_runs()
+    shard_runs = [r for r in flow_runs if r.parameters.get("run_id") == run_id]
+    assert len(shard_runs) == 2 and all(r.state.is_completed() for r in shard_runs), [(r.name, r.state) for r in shard_runs]
+
+    # the study: enough finished trials, run by the two shard workers' flow-run processes, none by the trainer
+    study = find_study(stack.optuna_storage, run_id)
+    assert study is not None
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= 8
+    pids = {t.user_attrs["pid"] for t in finished}
+    assert all(t.user_attrs.get("host") for t in finished)
+    assert len(pids) >= 2, pids
+    assert {watcher.owner.get(pid) for pid in pids} == set(stack.worker_pids), (pids, watcher.owner)
+    assert not pids & watcher.trainer_children, "trials ran in the trainer's process (shards fell back in-process)"
+
+    # intermediates in S3 with a manifest that matches what is stored
+    art = artifacts(stack, run_id)
+    manifest = art.read_manifest()
+    for part in ("features.parquet", "train.parquet", "test.parquet"):
+        assert manifest["artifacts"][part]["schema"], part
+        assert manifest["artifacts"][part]["key"] == f"runs/{run_id}/{part}"
+    assert art.verify() == []
+    summary = art.get_json("summary")
+    X_test = art.get_frame("test").drop(columns=["churn"])
+
+    # MLflow: registered version with the champion alias; no secret in params of the run or its shard runs
+    client = MlflowClient(stack.mlflow_url)
+    version = summary["model"]["version"]
+    assert client.get_model_version(name, str(version)).status == "READY"
+    assert client.get_model_version_by_alias(name, "champion").version == str(version)
+    parent = client.get_run(summary["mlflow_run_id"])
+    nested = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(nested) == 2 and all(r.info.status == "FINISHED" for r in nested), [(r.info.run_name, r.info.status) for r in nested]
+    texts = {
+        "prefect flow run parameters": json.dumps([r.parameters for r in flow_runs], default=str),
+        "mlflow params": json.dumps([r.data.params for r in (parent, *nested)]),
+    }
+    assert parent.data.params["tuning.storage"].startswith("mysql+pymysql://")
+    for where, text in texts.items():
+        for secret in stack.secret_values():
+            assert secret not in text, f"secret found in {where}"
+
+    # the model's files come through the MLflow server: no S3 credentials in this process
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a broken proxy fails now, not after 4.5 min
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(stack.mlflow_url)  # other tests of the session may have set another one
+    try:
+        model = mlflow.lightgbm.load_model(f"models:/{name}@champion")
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    proba = model.predict(X_test)
+    assert proba.shape == (len(X_test),) and ((proba >= 0) & (proba <= 1)).all()
+
+
+def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_api: StackInfo, source_url: str) -> None:
+    from optuna.trial import TrialState
+    from prefect.client.orchestration import get_client
+
+    stack = stack_api
+    name = f"churn-stack-kill-{time.time_ns()}"
+    slow = {  # trials of a few seconds: small learning rates, no early stop or pruning
+        "n_trials": 12,
+        "pruner_warmup_steps": 5000,
+        "search_space": [
+            {"name": "learning_rate", "type": "float", "low": 0.001, "high": 0.003, "log": True},
+            {"name": "num_leaves", "type": "int", "low": 16, "high": 64},
+        ],
+    }
+    over = overrides(source_url, name, slow, {"num_boost_round": 1000, "early_stopping_rounds": 1000})
+    started = time.monotonic()
+    flow_run_id = trigger(over)
+    run_id = str(flow_run_id)
+    watcher = ShardWatcher(stack)
+    killed: dict[str, Any] = {}
+    found: list[Any] = []
+
+    def kill_when_a_shard_is_mid_trial() -> None:
+        if killed:
+            return
+        if not found and (study := find_study(stack.optuna_storage, run_id)) is not None:
+            found.append(study)
+        if not found:
+            return
+        trials = found[0].get_trials(deepcopy=False)
+        if sum(t.state == TrialState.COMPLETE for t in trials) < 2:
+            return
+        for trial in trials:
+            worker = watcher.owner.get(trial.user_attrs.get("pid", -1))
+            if trial.state == TrialState.RUNNING and worker:
+                stop_worker(stack.worker_pids[worker], hard=True)  # SIGKILL to the worker, its group and its flow run
+                killed.update(worker=worker, trial=trial.number, pid=trial.user_attrs["pid"], at=time.monotonic() - started)
+                print(f"killed {worker} at {killed['at']:.1f} s while it ran trial {trial.number}")
+                return
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = wait_final(client, flow_run_id, watcher, on_poll=kill_when_a_shard_is_mid_trial)
+        print(f"training run finished in {time.monotonic() - started:.1f} s: {run.state.name}")
+        assert killed, "no shard worker was seen running a trial after 2 finished ones"
+        assert run.state.is_completed(), f"{run.state.name}: {run.state.message}"
+
+        study = find_study(stack.optuna_storage, run_id)
+        trials = study.get_trials(deepcopy=False)
+        states = {t.number: t.state.name for t in trials}
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) >= 12, states
+        assert states[killed["trial"]] == "FAIL", states
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed["trial"]]
+        assert retried and retried[0].state == TrialState.COMPLETE, states
+        survivor = next(n for n in stack.worker_pids if n != killed["worker"])
+        assert watcher.owner.get(retried[0].user_attrs["pid"]) == survivor
+    finally:
+        if killed:  # the session's stack keeps its 2 shard workers
+            start_worker(stack, killed["worker"])
+            wait_for_workers(stack, [killed["worker"]], 120)
