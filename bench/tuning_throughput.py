@@ -30,7 +30,7 @@ REPORT = Path(__file__).with_name("tuning_throughput.md")
 
 
 def _worker(config_path, overrides, run_id, index, seconds, threads):
-    from pipeline import steps, tuning
+    from pipeline import steps
     from pipeline.logs import setup_logging
 
     setup_logging()

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -29,18 +27,6 @@ from pipeline.spec import DatasetSpec, load_spec
 from pipeline.storage import RunArtifacts, S3Settings, open_store
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def timed(step: str, timings: dict[str, float] | None = None) -> Iterator[None]:
-    """Log the start and wall time of a step (and record it when given a dict)."""
-    log.info("▶ %s", step)
-    started = time.perf_counter()
-    yield
-    took = time.perf_counter() - started
-    if timings is not None:
-        timings[step] = round(took, 2)
-    log.info("✔ %s (%.1fs)", step, took)
 
 
 def run_artifacts(cfg: Config, run_id: str) -> RunArtifacts:
@@ -239,9 +225,6 @@ def local_report_dir(cfg: Config, run_id: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="churn-"))
 
 
 # --- 8. tracking ---------------------------------------------------------------------------------
