@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from pipeline.stack import StackInfo, descendants, ensure_postgres_databases, prefect_client, start_worker, stop_worker, wait_for_workers
+from pipeline.stack import StackInfo, descendants, ensure_postgres_databases, start_worker, stop_worker, wait_for_workers
 from pipeline.storage import RunArtifacts, S3Settings, open_store
 from tests.helpers import write_small_source
 
