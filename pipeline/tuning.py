@@ -23,6 +23,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from pipeline.config import SearchParam, TuningConfig
+from pipeline.data.db import describe_url
 from pipeline.evaluation import metric_direction, score
 from pipeline.models import LightGBMModel, TrainData
 
@@ -33,15 +34,6 @@ REPORT_EVERY = 10  # iterations between intermediate values: each report is a st
 
 class TuningError(RuntimeError):
     """The study storage cannot be used; the message names it (without password)."""
-
-
-def masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage:
@@ -64,7 +56,7 @@ def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage
         )
     except Exception as exc:  # SQLAlchemy/driver errors: name the storage, never the password
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise TuningError(f"cannot open the Optuna storage {masked(url)}: {reason}") from None
+        raise TuningError(f"cannot open the Optuna storage {describe_url(url)}: {reason}") from None
 
 
 def sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler:
