@@ -242,14 +242,47 @@ def open_store(uri: str, s3: S3Settings | None = None) -> ArtifactStore:
 # --- typed payloads ------------------------------------------------------------------------------
 
 
+# Parquet keeps dictionary encoding only for text: a `category` column with numeric (or date)
+# categories comes back as plain numbers, its categories and ordered flag lost. Every category
+# column's dtype is therefore recorded in the file's schema metadata and restored on read.
+CATEGORICALS_KEY = b"pipeline.categoricals"
+
+
+def _categorical_dtypes(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {
+        str(col): {"categories": dtype.categories.tolist(), "dtype": str(dtype.categories.dtype), "ordered": bool(dtype.ordered)}
+        for col, dtype in df.dtypes.items()
+        if isinstance(dtype, pd.CategoricalDtype)
+    }
+
+
 def frame_to_bytes(df: pd.DataFrame) -> bytes:
+    """Parquet bytes (index included) that read back with every `category` dtype intact."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=True)
+    categoricals = _categorical_dtypes(df)
+    if categoricals:
+        metadata = {**(table.schema.metadata or {}), CATEGORICALS_KEY: json.dumps(categoricals, default=str).encode()}
+        table = table.replace_schema_metadata(metadata)
     buf = io.BytesIO()
-    df.to_parquet(buf, index=True)
+    pq.write_table(table, buf)
     return buf.getvalue()
 
 
 def frame_from_bytes(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
+    """The frame `frame_to_bytes` wrote; category columns get back their exact categories and order."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    categoricals = json.loads((table.schema.metadata or {}).get(CATEGORICALS_KEY, b"{}"))
+    # read as category straight from arrow values: no detour through float for integers with nulls
+    frame = table.to_pandas(categories=list(categoricals))
+    for col, saved in categoricals.items():
+        categories = pd.Index(saved["categories"], dtype=saved["dtype"])
+        frame[col] = frame[col].cat.set_categories(categories, ordered=saved["ordered"])
+    return frame
 
 
 def object_to_bytes(obj: Any) -> bytes:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.storage import MANIFEST, RunArtifacts, S3Settings, S3Store
+from tests.test_storage_types import assert_same_frame, typed_frame
 
 if TYPE_CHECKING:
     from conftest import S3Server
@@ -63,6 +64,13 @@ def test_run_artifacts_round_trip_with_manifest_last(store: S3Store, monkeypatch
     assert manifest["status"] == "complete" and set(manifest["artifacts"]) == set(names) - {"manifest.json"}
     assert manifest["artifacts"]["features.parquet"]["schema"]["spend"] == "double"  # arrow type names
     assert run.verify() == []
+
+
+def test_every_logical_type_survives_s3(store: S3Store) -> None:
+    run = RunArtifacts(store, f"run-{secrets.token_hex(3)}")
+    frame = typed_frame()
+    run.put_frame("features", frame)
+    assert_same_frame(run.get_frame("features"), frame)
 
 
 def test_verify_detects_tampered_and_missing_objects(store: S3Store) -> None:
