@@ -43,8 +43,12 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
+LabelDefinition = Literal["within_horizon", "active_after_horizon"]
+
+
 class LabelConfig(Section):
     horizon_days: int = Field(180, ge=1)
+    definition: LabelDefinition = "within_horizon"
 
 
 class FeatureConfig(Section):

@@ -70,14 +70,16 @@ def load_tables(spec: DatasetSpec, art: RunArtifacts) -> dict[str, pd.DataFrame]
     return {entity: art.get_frame(f"tables/{entity}") for entity in spec.entities}
 
 
-def make_labels(cfg: Config, art: RunArtifacts) -> dict[str, float]:
+def make_labels(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
+    """Label the target's orders; the summary names the definition so runs can be told apart."""
     spec = load_spec(cfg.data.spec)
     orders = art.get_frame(f"tables/{spec.target.entity}")
     index = spec.entities[spec.target.entity].index
-    labels = label_orders(orders, index, spec.target.customer_key, spec.target.time_index, cfg.labels.horizon_days)
+    lc = cfg.labels
+    labels = label_orders(orders, index, spec.target.customer_key, spec.target.time_index, lc.horizon_days, lc.definition)
     summary = check_labels(labels)
     art.put_frame("labels", labels)
-    return summary
+    return {**summary, "definition": lc.definition, "horizon_days": lc.horizon_days}
 
 
 # --- 4. features ---------------------------------------------------------------------------------
