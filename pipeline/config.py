@@ -58,6 +58,7 @@ class FeatureConfig(Section):
     max_features: int = Field(150, ge=1)
     approximate: str | None = None
     n_jobs: int = 1
+    drop_snapshot: bool = False
 
 
 class SplitConfig(Section):

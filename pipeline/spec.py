@@ -2,7 +2,8 @@
 
 A spec names the tables (one SQL query each, in files beside the YAML), their
 primary keys, time indexes, woodwork logical types, the relationships between
-them, the target entity and the columns to drop. Everything downstream (labels,
+them, the target entity, the columns to drop and the columns that are current
+snapshots rather than history (`snapshot`). Everything downstream (labels,
 featuretools entity set, validation) is driven by it.
 """
 
@@ -30,6 +31,10 @@ class Entity(_Strict):
     time_index: str | None = None
     logical_types: dict[str, str] = {}
     drop: list[str] = []
+    # Columns holding the source's current values, not values as of each row's time (e.g. a customer's
+    # email preference today): features built on them may leak the future. Every run warns about them;
+    # `features.drop_snapshot: true` drops them right after the extract.
+    snapshot: list[str] = []
 
 
 class Relationship(_Strict):
@@ -72,6 +77,21 @@ class DatasetSpec(_Strict):
                 raise ValueError(
                     f"relationship {rel.parent}->{rel.child}: parent_key {rel.parent_key!r} must be the "
                     f"index of {rel.parent!r} ({self.entities[rel.parent].index!r})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _snapshot_columns_can_be_dropped(self) -> "DatasetSpec":
+        """Keys and time indexes hold the data together: they cannot be marked snapshot (and dropped)."""
+        keys = {(e, k) for rel in self.relationships for e, k in ((rel.parent, rel.parent_key), (rel.child, rel.child_key))}
+        keys.add((self.target.entity, self.target.customer_key))
+        for name, ent in self.entities.items():
+            structural = {ent.index, ent.time_index} | {k for e, k in keys if e == name}
+            bad = sorted(set(ent.snapshot) & structural)
+            if bad:
+                raise ValueError(
+                    f"entity {name!r}: snapshot column(s) {bad} are keys or the time index, which the pipeline needs; "
+                    "remove them from `snapshot`"
                 )
         return self
 

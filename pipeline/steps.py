@@ -60,10 +60,29 @@ def prepare_source(cfg: Config) -> dict[str, Any]:
 
 def extract(cfg: Config, art: RunArtifacts) -> dict[str, int]:
     spec = load_spec(cfg.data.spec)
-    tables = extract_tables(cfg.data.url, spec)
+    tables = handle_snapshot_columns(spec, extract_tables(cfg.data.url, spec), cfg.features.drop_snapshot)
     for entity, frame in tables.items():
         art.put_frame(f"tables/{entity}", frame)
     return {entity: len(frame) for entity, frame in tables.items()}
+
+
+def handle_snapshot_columns(spec: DatasetSpec, tables: dict[str, pd.DataFrame], drop: bool) -> dict[str, pd.DataFrame]:
+    """Warn (once per run: the extract runs once) about the spec's current-snapshot columns, or drop them.
+
+    The extract has already checked that every column the spec marks exists.
+    """
+    marked = {entity: ent.snapshot for entity, ent in spec.entities.items() if ent.snapshot}
+    if not marked:
+        return tables
+    names = ", ".join(f"{entity}.{col}" for entity, cols in marked.items() for col in cols)
+    if drop:
+        log.info("features.drop_snapshot: dropping the spec's current-snapshot columns %s", names)
+        return {entity: frame.drop(columns=marked.get(entity, [])) for entity, frame in tables.items()}
+    log.warning(
+        "spec %r marks %s as current snapshots (today's values, not values as of each order): features built "
+        "on them may leak the future; set features.drop_snapshot=true to drop them", spec.name, names,
+    )
+    return tables
 
 
 def load_tables(spec: DatasetSpec, art: RunArtifacts) -> dict[str, pd.DataFrame]:

@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def spec_columns(spec: DatasetSpec, entity: str) -> set[str]:
-    """Every column the spec names for an entity (keys, time index, types, drops)."""
+    """Every column the spec names for an entity (keys, time index, types, drops, snapshots)."""
     ent = spec.entities[entity]
-    names = {ent.index, *ent.logical_types, *ent.drop}
+    names = {ent.index, *ent.logical_types, *ent.drop, *ent.snapshot}
     if ent.time_index:
         names.add(ent.time_index)
     for rel in spec.relationships:
