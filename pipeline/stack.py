@@ -8,9 +8,18 @@ shards does not hold a shard worker's slot), all with an environment that points
 those services. Databases, buckets, the pool and the deployments are created idempotently.
 
 What is running is recorded in `<state_dir>/stack.json` (pids, password-free URLs, log
-paths) so `down()` and `status()` work from another process; the secrets workers need
-(S3 keys, the Optuna storage URL) go to `<state_dir>/secrets.json`, readable only by the
-owner, and are printed only by `stack env`. Process handling relies on Linux `/proc`.
+paths) so `down()` and `status()` work from another process; the secrets go to
+`<state_dir>/secrets.json`, readable only by the owner, and are printed only by `stack env`
+and `stack credentials`. Process handling relies on Linux `/proc`.
+
+Security (see README, "Logins and secrets"): the Prefect API wants HTTP basic auth
+(`PREFECT_SERVER_API_AUTH_STRING`), MLflow runs its basic-auth app (an admin user for the
+pipeline, a read-only `viewer` for people), every secret is generated here and reaches the
+servers through their environment, never a command line. Least privilege: Prefect and MLflow
+log in to PostgreSQL as their own roles that own only their database; the Optuna user is
+per stack and limited to its own database; SeaweedFS gets one S3 identity per role (admin:
+buckets; pipeline: data bucket read/write, MLflow bucket read-only; MLflow: its bucket only).
+The work pool's job template accepts no command, environment or working-directory override.
 
 Ports: Prefect `prefect_port` (4200), MLflow `mlflow_port` (5500) and, when SeaweedFS is
 started here, `s3_port`..`s3_port+4` (S3, master, volume, filer, admin; 8333-8337) plus each
@@ -20,6 +29,7 @@ started here, `s3_port`..`s3_port+4` (S3, master, volume, filer, admin; 8333-833
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -36,6 +46,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from pipeline.masking import mask_url, scrub, url_password
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -59,9 +71,9 @@ class StackError(RuntimeError):
     """A service could not be reached or started; the message names it and its URL (no password)."""
 
 
-def mask_url(url: str) -> str:
-    """`scheme://user:secret@host` -> `scheme://user:***@host`, for anything printed or logged."""
-    return re.sub(r"(://[^:/@\s]+):[^@/\s]*@", r"\1:***@", url)
+PREFECT_AUTH_USER = "churn"
+MLFLOW_ADMIN = "admin"  # the pipeline's user (creates experiments, registers models)
+MLFLOW_VIEWER = "viewer"  # read-only, for people browsing the UI
 
 
 def _default_work_pool() -> str:
@@ -110,6 +122,37 @@ class Proc:
 
 
 @dataclass
+class StackSecrets:
+    """Every credential of one stack; generated once, kept in `secrets.json` (0600), reused by later `up`s."""
+
+    optuna_storage: str = ""  # the Optuna URL, with its per-stack user and password
+    s3_access_key: str = ""  # the pipeline's S3 identity (workers)
+    s3_secret_key: str = ""
+    s3_admin_key: str = ""  # creates buckets; used only by `up`
+    s3_admin_secret: str = ""
+    mlflow_s3_key: str = ""  # the MLflow server's S3 identity (its artifacts bucket only)
+    mlflow_s3_secret: str = ""
+    prefect_auth: str = ""  # "user:password" of the Prefect API (basic auth)
+    mlflow_admin_password: str = ""
+    mlflow_viewer_password: str = ""
+    mlflow_flask_secret: str = ""  # signs MLflow's CSRF tokens and sessions
+    prefect_db_password: str = ""
+    mlflow_db_password: str = ""
+    pipeline_env: dict[str, str] = field(default_factory=dict)  # extra PIPELINE__* for workers
+
+    def values(self) -> list[str]:
+        """Values that must never appear in logs, printed URLs, parameters or command lines."""
+        found = [getattr(self, f) for f in self.__dataclass_fields__ if f not in {"optuna_storage", "pipeline_env", "s3_access_key", "s3_admin_key", "mlflow_s3_key"}]
+        found += [url_password(self.optuna_storage), *map(url_password, self.pipeline_env.values())]
+        found.append(self.prefect_auth.partition(":")[2])
+        return [s for s in found if s]
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
 class StackInfo:
     """A running stack as recorded in the state dir; `env` is what a worker or client needs."""
 
@@ -124,12 +167,7 @@ class StackInfo:
     worker_query_seconds: int
     deployments: list[str] = field(default_factory=list)
     processes: dict[str, Proc] = field(default_factory=dict)
-    optuna_storage: str = field(default="", repr=False)
-    s3_access_key: str = field(default="", repr=False)
-    s3_secret_key: str = field(default="", repr=False)
-    pipeline_env: dict[str, str] = field(default_factory=dict, repr=False)
-
-    _SECRET_FIELDS = ("optuna_storage", "s3_access_key", "s3_secret_key", "pipeline_env")
+    secrets: StackSecrets = field(default_factory=StackSecrets, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -150,14 +188,12 @@ class StackInfo:
         return sorted(self.worker_pids) + ([TRAINER] if TRAINER in self.processes else [])
 
     def secret_values(self) -> list[str]:
-        """Values that must never appear in logs, printed URLs or deployment parameters."""
-        found = [self.s3_secret_key, _password(self.optuna_storage), *map(_password, self.pipeline_env.values())]
-        return [s for s in found if s]
+        return self.secrets.values()
 
     def save(self) -> None:
         """Write state (no secrets) and secrets (mode 0600) atomically."""
         data = asdict(self)
-        private = {k: data.pop(k) for k in self._SECRET_FIELDS}
+        private = data.pop("secrets")
         data["state_dir"] = str(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.state_dir / STATE_FILE, data, 0o644)
@@ -172,7 +208,8 @@ class StackInfo:
         except FileNotFoundError:
             return None
         data["processes"] = {k: Proc(**v) for k, v in data["processes"].items()}
-        return cls(**{**data, **private, "state_dir": state_dir})
+        known = {k: v for k, v in private.items() if k in StackSecrets.__dataclass_fields__}
+        return cls(**{**data, "secrets": StackSecrets(**known), "state_dir": state_dir})
 
 
 def _write_json(path: Path, data: dict[str, Any], mode: int) -> None:
@@ -184,9 +221,16 @@ def _write_json(path: Path, data: dict[str, Any], mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _password(url: str) -> str:
-    match = re.search(r"://[^:/@\s]+:([^@/\s]*)@", url)
-    return match.group(1) if match else ""
+def client_env(info: StackInfo) -> dict[str, str]:
+    """What a client of the stack (CLI, tests, a notebook) needs: API URLs and their logins."""
+    s = info.secrets
+    return {
+        "PREFECT_API_URL": info.prefect_api_url,
+        "PREFECT_API_AUTH_STRING": s.prefect_auth,
+        "MLFLOW_TRACKING_URI": info.mlflow_url,
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+        "MLFLOW_TRACKING_PASSWORD": s.mlflow_admin_password,
+    }
 
 
 def worker_env(info: StackInfo) -> dict[str, str]:
@@ -195,24 +239,24 @@ def worker_env(info: StackInfo) -> dict[str, str]:
     Pipeline config goes through `PIPELINE__*` variables, not deployment parameters, so no
     secret is stored in Prefect. MLflow artifacts are proxied by the server: no S3 setup for it.
     """
+    s = info.secrets
     env = {
-        "PREFECT_API_URL": info.prefect_api_url,
+        **client_env(info),
         "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,optuna,lightgbm,featuretools",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_WORKER_QUERY_SECONDS": str(info.worker_query_seconds),
-        "MLFLOW_TRACKING_URI": info.mlflow_url,
-        "AWS_ACCESS_KEY_ID": info.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": info.s3_secret_key,
+        "AWS_ACCESS_KEY_ID": s.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
         "PIPELINE_PROJECT_DIR": info.project_dir,  # used by prefect.yaml's pull step
         "PIPELINE__TUNING__DISPATCH": "prefect",
-        "PIPELINE__TUNING__STORAGE": info.optuna_storage,
+        "PIPELINE__TUNING__STORAGE": s.optuna_storage,
         "PIPELINE__STORAGE__URI": f"s3://{info.data_bucket}",
         "PIPELINE__STORAGE__S3_ENDPOINT_URL": info.s3_endpoint,
         "PIPELINE__TRACKING__TRACKING_URI": info.mlflow_url,
         "PIPELINE__TRACKING__ARTIFACT_LOCATION": "",  # empty = null: the server proxies artifacts
         "PIPELINE__PREFECT__WORK_POOL": info.work_pool,
     }
-    return {**env, **info.pipeline_env}
+    return {**env, **s.pipeline_env}
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -321,17 +365,19 @@ def _tail(log: str | Path, secrets_: list[str], lines: int = 20) -> str:
         text = "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no log at {log})"
-    for secret in secrets_:
-        text = text.replace(secret, "***")
-    return text
+    return scrub(text, secrets_)
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # health checks are local
 
 
-def _probe(url: str) -> tuple[int, bytes]:
+def _probe(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    """(HTTP status, body) of a GET, 0 when nothing answers; `auth` = HTTP basic (user, password)."""
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     try:
-        with _NO_PROXY.open(url, timeout=3) as resp:
+        with _NO_PROXY.open(request, timeout=3) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -340,13 +386,14 @@ def _probe(url: str) -> tuple[int, bytes]:
 
 
 def _wait_http(
-    service: str, url: str, ok: Callable[[int, bytes], bool], proc: Proc, timeout: float, secrets_: list[str], since: float | None = None
+    service: str, url: str, ok: Callable[[int, bytes], bool], proc: Proc, timeout: float, secrets_: list[str], since: float | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> float:
     """Poll `url` until `ok(status, body)`; fail fast if the process dies, else after `timeout`."""
     print(f"waiting for {service} at {mask_url(url)} ...", end=" ", flush=True)
     start = since if since is not None else time.monotonic()
     while True:
-        status, body = _probe(url)
+        status, body = _probe(url, auth)
         elapsed = time.monotonic() - start
         if ok(status, body):
             print(f"ok ({elapsed:.1f} s)", flush=True)
@@ -366,10 +413,7 @@ def _wait_http(
 
 def _connect_error(kind: str, url: str, exc: Exception) -> StackError:
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = lines[0] if lines else type(exc).__name__
-    password = _password(url)
-    if password:
-        detail = detail.replace(password, "***")
+    detail = scrub(lines[0] if lines else type(exc).__name__, [url_password(url)])
     return StackError(f"{kind} unreachable at {mask_url(url)}: {detail}")
 
 
@@ -386,12 +430,6 @@ def check_database(kind: str, url: str) -> None:
         raise _connect_error(kind, url, exc) from None
     finally:
         engine.dispose()
-
-
-def _database_url(admin_url: str, drivername: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(admin_url).set(drivername=drivername, database=database).render_as_string(hide_password=False)
 
 
 def ensure_postgres_databases(admin_url: str, names: list[str]) -> None:
@@ -412,6 +450,51 @@ def ensure_postgres_databases(admin_url: str, names: list[str]) -> None:
         raise _connect_error("PostgreSQL", admin_url, exc) from None
     finally:
         engine.dispose()
+
+
+def ensure_postgres_owned_databases(admin_url: str, owners: dict[str, str]) -> None:
+    """For each `{name: password}`: a login role `name` (password reset) owning database `name`.
+
+    The servers log in as these roles, which own their database and nothing else, instead of
+    the superuser; PUBLIC loses CONNECT on them. A database that exists with another owner
+    (made by an older version of the stack) is refused rather than re-owned behind its back.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for name in owners:
+        _check_identifier(name)
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            for name, password in owners.items():
+                exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).first()
+                verb = "ALTER" if exists else "CREATE"
+                literal = conn.execute(text("SELECT quote_literal(:p)"), {"p": password}).scalar_one()
+                conn.execute(text(f'{verb} ROLE "{name}" LOGIN PASSWORD {literal}'))
+                owner = conn.execute(
+                    text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :n"), {"n": name}
+                ).scalar_one_or_none()
+                if owner is None:
+                    conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{name}"'))
+                elif owner != name:
+                    raise StackError(
+                        f"PostgreSQL database {name!r} exists but is owned by {owner!r}, not by its own role: "
+                        f"drop it or choose another name (--prefect-db / --mlflow-db)"
+                    )
+                conn.execute(text(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC'))
+    except SQLAlchemyError as exc:
+        raise _connect_error("PostgreSQL", admin_url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def _role_url(admin_url: str, drivername: str, role: str, password: str) -> str:
+    """The admin URL's host and port, logged in as `role` (which owns the database of the same name)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url).set(drivername=drivername, database=role, username=role, password=password)
+    return url.render_as_string(hide_password=False)
 
 
 def _check_identifier(name: str) -> None:
@@ -461,15 +544,36 @@ def ensure_buckets(endpoint: str, buckets: list[str], access_key: str, secret_ke
             raise StackError(f"S3 unreachable or refusing access at {mask_url(endpoint)}: {exc}") from None
 
 
-def start_seaweedfs(state_dir: Path, host: str, port: int, access_key: str, secret_key: str, timeout: float = 30.0) -> Proc:
-    """`weed mini` with one S3 identity, data under `<state_dir>/s3`, on ports port..port+4 (+10000 gRPC).
+def s3_identity(name: str, key: str, secret: str, actions: list[str]) -> dict[str, Any]:
+    """One SeaweedFS identity; actions are `Read`, `Write`, `List`, `Tagging`, `Admin`, optionally `:bucket`."""
+    return {"name": name, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+
+
+def role_identities(s: StackSecrets, data_bucket: str, mlflow_bucket: str) -> list[dict[str, Any]]:
+    """Least privilege per role: the pipeline cannot touch registered models, MLflow cannot read run data."""
+    return [
+        s3_identity("pipeline", s.s3_access_key, s.s3_secret_key, [*_read_write(data_bucket), f"Read:{mlflow_bucket}", f"List:{mlflow_bucket}"]),
+        s3_identity("mlflow", s.mlflow_s3_key, s.mlflow_s3_secret, _read_write(mlflow_bucket)),
+    ]
+
+
+def _read_write(bucket: str) -> list[str]:
+    return [f"{action}:{bucket}" for action in ("Read", "Write", "List", "Tagging")]
+
+
+def start_seaweedfs(
+    state_dir: Path, host: str, port: int, access_key: str, secret_key: str, timeout: float = 30.0,
+    identities: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> Proc:
+    """`weed mini` with an admin S3 identity (+ `identities`), data under `<state_dir>/s3`, on ports
+    port..port+4 (+10000 gRPC). The identities file is rewritten on every start.
 
     Stopped again if it does not get healthy within `timeout`.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / "s3.json"
-    identity = {"name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-    _write_json(config, {"identities": [identity]}, 0o600)
+    admin = s3_identity("admin", access_key, secret_key, ["Admin", "Read", "Write", "List", "Tagging"])
+    _write_json(config, {"identities": [admin, *identities]}, 0o600)
     cmd = [
         _bin("weed"), "mini", f"-dir={state_dir / 's3'}", f"-ip={host}", f"-ip.bind={host}", f"-s3.config={config}",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -492,36 +596,70 @@ def start_seaweedfs(state_dir: Path, host: str, port: int, access_key: str, secr
 
 
 @contextmanager
-def prefect_client(api_url: str) -> Iterator[Any]:
-    """A sync client bound to this stack's API, whatever the caller's profile says."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def prefect_settings(api_url: str, auth: str | None = None) -> Iterator[None]:
+    """Prefect settings bound to this stack's API and login, whatever the caller's profile says."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    updates: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if auth:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    with temporary_settings(updates=updates):
+        yield
+
+
+@contextmanager
+def prefect_client(api_url: str, auth: str | None = None) -> Iterator[Any]:
+    """A sync client bound to this stack's API."""
+    from prefect.client.orchestration import get_client
+
+    with prefect_settings(api_url, auth), get_client(sync_client=True) as client:
         yield client
 
 
-def ensure_work_pool(api_url: str, name: str) -> None:
-    """Create the `process` work pool if missing."""
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+# Job variables an API user could set on a flow run to run anything on a worker: not offered.
+_UNSAFE_JOB_VARIABLES = ("command", "env", "working_dir")
+
+
+def hardened_job_template() -> dict[str, Any]:
+    """The process worker's base job template without the command, env and working-dir variables.
+
+    With the default template, anyone who may create a flow run can pass
+    `job_variables={"command": "..."}` and run it on a worker, with the worker's secrets in its
+    environment. Without those variables (and with unknown ones refused) a flow run always
+    starts the deployment's flow, in the worker's own environment.
+    """
     from prefect.workers.process import ProcessWorker
 
-    with prefect_client(api_url) as client:
+    template = ProcessWorker.get_default_base_job_template()
+    for key in _UNSAFE_JOB_VARIABLES:
+        template["job_configuration"].pop(key, None)
+        template["variables"]["properties"].pop(key, None)
+    template["variables"]["additionalProperties"] = False
+    return template
+
+
+def ensure_work_pool(api_url: str, name: str, auth: str | None = None) -> None:
+    """Create the `process` work pool with the hardened job template, or harden an existing one."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    template = hardened_job_template()
+    with prefect_client(api_url, auth) as client:
         try:
-            client.read_work_pool(name)
-            return
+            pool = client.read_work_pool(name)
         except ObjectNotFound:
-            pass
-        template = ProcessWorker.get_default_base_job_template()
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
-        except ObjectAlreadyExists:
-            pass
+            try:
+                client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+                return
+            except ObjectAlreadyExists:
+                pool = client.read_work_pool(name)
+        if pool.base_job_template != template:
+            client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
 
 
 def register_deployments(
-    api_url: str, project_dir: Path, deployments: dict[str, str], work_pool: str, queues: dict[str, str] | None = None
+    api_url: str, project_dir: Path, deployments: dict[str, str], work_pool: str, queues: dict[str, str] | None = None,
+    auth: str | None = None,
 ) -> list[str]:
     """Create or update deployments `{name: entrypoint}` whose code is pulled from `project_dir`.
 
@@ -533,10 +671,9 @@ def register_deployments(
     parameters are stored: workers take the pipeline config from their environment.
     """
     from prefect import Flow
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     names = []
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    with prefect_settings(api_url, auth):
         for name, entrypoint in deployments.items():
             flow = Flow.from_source(source=str(project_dir.resolve()), entrypoint=entrypoint)
             queue = (DEPLOYMENT_QUEUES if queues is None else queues).get(name, DEFAULT_QUEUE)
@@ -580,7 +717,7 @@ def wait_for_workers(info: StackInfo, names: list[str], timeout: float) -> float
 
     print(f"waiting for {len(names)} worker(s) in pool {info.work_pool} ...", end=" ", flush=True)
     start = time.monotonic()
-    with prefect_client(info.prefect_api_url) as client:
+    with prefect_client(info.prefect_api_url, info.secrets.prefect_auth) as client:
         while True:
             online = {w.name for w in client.read_workers_for_work_pool(info.work_pool) if w.status == WorkerStatus.ONLINE}
             missing = [n for n in names if n not in online]
@@ -606,37 +743,56 @@ def _running(info: StackInfo, name: str) -> bool:
     return proc is not None and process_running(proc.pid, proc.marker)
 
 
-def _optuna_url(settings: StackSettings, previous: StackInfo | None) -> str:
-    """The given URL, else the one generated by an earlier `up`, else a new user with a random password."""
+def _optuna_url(settings: StackSettings, previous: StackSecrets | None) -> str:
+    """The given URL, else the one generated by an earlier `up`, else a new per-stack user and
+    database (so two stacks on one MySQL server never share, or re-password, one user)."""
     if settings.mysql_url:
         return settings.mysql_url
     if previous and previous.optuna_storage:
         return previous.optuna_storage
     if not settings.mysql_bootstrap_socket:
         raise StackError("no Optuna storage: give a MySQL URL (user with a password) or a socket to bootstrap one")
-    return f"mysql+pymysql://optuna:{secrets.token_hex(12)}@127.0.0.1:3306/optuna"
+    name = f"optuna_{secrets.token_hex(4)}"
+    return f"mysql+pymysql://{name}:{_token()}@127.0.0.1:3306/{name}"
 
 
-def _s3_keys(settings: StackSettings, previous: StackInfo | None) -> tuple[str, str]:
-    """Given keys; for an external S3 the AWS_* variables; for our SeaweedFS the keys of the
-    previous `up` (its data dir persists) or new random ones, never the caller's AWS keys."""
-    if settings.s3_access_key and settings.s3_secret_key:
-        return settings.s3_access_key, settings.s3_secret_key
+def _stack_secrets(settings: StackSettings, previous: StackSecrets | None) -> StackSecrets:
+    """Reuse every secret of an earlier `up` of this state dir (its servers' data keep them); make the missing ones.
+
+    S3 keys: for our SeaweedFS one random identity per role; for an external S3 the given keys
+    or AWS_* serve every role (that server's own policies then decide what each may do).
+    """
+    s = StackSecrets(**{k: v for k, v in asdict(previous).items()}) if previous else StackSecrets()
+    s.optuna_storage = _optuna_url(settings, previous)
+    s.pipeline_env = dict(settings.pipeline_env)
     if settings.s3_endpoint:
-        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        key = settings.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = settings.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             raise StackError(f"S3 at {settings.s3_endpoint} needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-        return key, secret
-    if previous and previous.s3_secret_key:
-        return previous.s3_access_key, previous.s3_secret_key
-    return "stack" + secrets.token_hex(6), secrets.token_hex(20)
+        s.s3_access_key = s.s3_admin_key = s.mlflow_s3_key = key
+        s.s3_secret_key = s.s3_admin_secret = s.mlflow_s3_secret = secret
+    else:
+        for role in ("s3_access_key", "s3_admin_key", "mlflow_s3_key"):
+            if not getattr(s, role):
+                setattr(s, role, "stack" + secrets.token_hex(6))
+        for role in ("s3_secret_key", "s3_admin_secret", "mlflow_s3_secret"):
+            if not getattr(s, role):
+                setattr(s, role, secrets.token_hex(20))
+    s.prefect_auth = s.prefect_auth or f"{PREFECT_AUTH_USER}:{_token()}"
+    for name in ("mlflow_admin_password", "mlflow_viewer_password", "mlflow_flask_secret", "prefect_db_password", "mlflow_db_password"):
+        if not getattr(s, name):
+            setattr(s, name, _token())
+    return s
 
 
 def _start_prefect_server(settings: StackSettings, info: StackInfo) -> Proc:
-    db_url = _database_url(settings.postgres_url, "postgresql+asyncpg", settings.prefect_db)
+    db_url = _role_url(settings.postgres_url, "postgresql+asyncpg", settings.prefect_db, info.secrets.prefect_db_password)
     env = _process_env(
         {
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
+            "PREFECT_SERVER_API_AUTH_STRING": info.secrets.prefect_auth,
+            "PREFECT_API_AUTH_STRING": info.secrets.prefect_auth,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": info.prefect_api_url,
             "PREFECT_HOME": str(info.state_dir / "prefect-home"),
@@ -647,23 +803,61 @@ def _start_prefect_server(settings: StackSettings, info: StackInfo) -> Proc:
     return _spawn(cmd, env, info.state_dir / "logs" / "prefect-server.log", "server start", info.state_dir, f"{info.prefect_api_url}/health")
 
 
+def _mlflow_auth_config(info: StackInfo) -> Path:
+    """MLflow's basic-auth settings: users in a SQLite file of the state dir, READ for every user
+    by default; the admin password comes from the environment on first start, not from this file."""
+    path = info.state_dir / "mlflow-auth.ini"
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{info.state_dir / 'mlflow-auth.db'}\n"
+        f"admin_username = {MLFLOW_ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return path
+
+
 def _start_mlflow(settings: StackSettings, info: StackInfo) -> Proc:
+    s = info.secrets
     env = _process_env(
         {
-            "MLFLOW_BACKEND_STORE_URI": _database_url(settings.postgres_url, "postgresql+psycopg2", settings.mlflow_db),
+            "MLFLOW_BACKEND_STORE_URI": _role_url(settings.postgres_url, "postgresql+psycopg2", settings.mlflow_db, s.mlflow_db_password),
+            "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth_config(info)),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_flask_secret,
             "MLFLOW_S3_ENDPOINT_URL": info.s3_endpoint,
-            "AWS_ACCESS_KEY_ID": info.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": info.s3_secret_key,
+            "AWS_ACCESS_KEY_ID": s.mlflow_s3_key,
+            "AWS_SECRET_ACCESS_KEY": s.mlflow_s3_secret,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else 7 job consumers of ~250 MB each
-        }
+        },
+        drop=("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
     )
     allowed = ",".join(dict.fromkeys([f"{settings.host}:*", "localhost:*", "127.0.0.1:*"]))
     cmd = [
-        _bin("mlflow"), "server", "--artifacts-destination", f"s3://{settings.mlflow_bucket}", "--serve-artifacts",
+        _bin("mlflow"), "server", "--app-name", "basic-auth",
+        "--artifacts-destination", f"s3://{settings.mlflow_bucket}", "--serve-artifacts",
         "--host", settings.host, "--port", str(settings.mlflow_port), "--workers", str(settings.mlflow_workers),
         "--allowed-hosts", allowed,
     ]  # fmt: skip
     return _spawn(cmd, env, info.state_dir / "logs" / "mlflow.log", "mlflow server", info.state_dir, f"{info.mlflow_url}/health")
+
+
+def ensure_mlflow_user(mlflow_url: str, admin_password: str, username: str, password: str) -> None:
+    """Create `username` through MLflow's auth API (as admin), or reset its password if it exists."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # a local server: no proxy
+    session.auth = (MLFLOW_ADMIN, admin_password)
+    body = {"username": username, "password": password}
+    resp = session.post(f"{mlflow_url}/api/2.0/mlflow/users/create", json=body, timeout=10)
+    if resp.status_code == 200:
+        return
+    if "RESOURCE_ALREADY_EXISTS" in resp.text:
+        resp = session.patch(f"{mlflow_url}/api/2.0/mlflow/users/update-password", json=body, timeout=10)
+        if resp.status_code == 200:
+            return
+    raise StackError(f"MLflow at {mlflow_url} refused to create user {username!r}: HTTP {resp.status_code} {resp.text[:200]}")
 
 
 def up(settings: StackSettings) -> StackInfo:
@@ -675,8 +869,8 @@ def up(settings: StackSettings) -> StackInfo:
     t0 = time.monotonic()
     state_dir = settings.state_dir.resolve()
     previous = StackInfo.load(state_dir)
-    access_key, secret_key = _s3_keys(settings, previous)
-    optuna = _optuna_url(settings, previous)
+    stack_secrets = _stack_secrets(settings, previous.secrets if previous else None)
+    optuna = stack_secrets.optuna_storage
     base = f"http://{settings.host}"
     info = StackInfo(
         state_dir=state_dir,
@@ -689,16 +883,14 @@ def up(settings: StackSettings) -> StackInfo:
         project_dir=str(settings.project_dir.resolve()),
         worker_query_seconds=settings.worker_query_seconds,
         processes={n: p for n, p in (previous.processes if previous else {}).items() if process_running(p.pid, p.marker)},
-        optuna_storage=optuna,
-        s3_access_key=access_key,
-        s3_secret_key=secret_key,
-        pipeline_env=dict(settings.pipeline_env),
+        secrets=stack_secrets,
     )
     info.save()
     secrets_ = info.secret_values()
+    s = info.secrets
 
     print(f"checking PostgreSQL at {mask_url(settings.postgres_url)}", flush=True)
-    ensure_postgres_databases(settings.postgres_url, [settings.prefect_db, settings.mlflow_db])
+    ensure_postgres_owned_databases(settings.postgres_url, {settings.prefect_db: s.prefect_db_password, settings.mlflow_db: s.mlflow_db_password})
     if settings.mysql_bootstrap_socket:
         print(f"creating MySQL database and user for {mask_url(optuna)} through {settings.mysql_bootstrap_socket}", flush=True)
         bootstrap_mysql(settings.mysql_bootstrap_socket, optuna)
@@ -707,10 +899,11 @@ def up(settings: StackSettings) -> StackInfo:
 
     if settings.s3_endpoint is None and not _running(info, "seaweedfs"):
         print(f"starting SeaweedFS on {info.s3_endpoint}", flush=True)
-        info.processes["seaweedfs"] = start_seaweedfs(state_dir, settings.host, settings.s3_port, access_key, secret_key, settings.timeout)
+        identities = role_identities(s, settings.data_bucket, settings.mlflow_bucket)
+        info.processes["seaweedfs"] = start_seaweedfs(state_dir, settings.host, settings.s3_port, s.s3_admin_key, s.s3_admin_secret, settings.timeout, identities)
         info.save()
     print(f"checking S3 at {info.s3_endpoint}, buckets {settings.data_bucket}, {settings.mlflow_bucket}", flush=True)
-    ensure_buckets(info.s3_endpoint, [settings.data_bucket, settings.mlflow_bucket], access_key, secret_key)
+    ensure_buckets(info.s3_endpoint, [settings.data_bucket, settings.mlflow_bucket], s.s3_admin_key, s.s3_admin_secret)
 
     started: dict[str, float] = {}  # both start at once; a wait reports the time since its server's start
     for name, start in (("prefect-server", _start_prefect_server), ("mlflow", _start_mlflow)):
@@ -723,8 +916,8 @@ def up(settings: StackSettings) -> StackInfo:
     prefect = info.processes["prefect-server"]
     _wait_http("Prefect server", f"{info.prefect_api_url}/health", lambda s, b: s == 200 and b.strip() == b"true", prefect, settings.timeout, secrets_, started.get("prefect-server"))
     print(f"ensuring work pool {settings.work_pool} and deployments {', '.join(settings.deployments)}", flush=True)
-    ensure_work_pool(info.prefect_api_url, settings.work_pool)
-    info.deployments = register_deployments(info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool)
+    ensure_work_pool(info.prefect_api_url, settings.work_pool, s.prefect_auth)
+    info.deployments = register_deployments(info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool, auth=s.prefect_auth)
 
     # N shard workers on the default queue, plus the trainer on the training queue
     wanted = [f"worker-{i}" for i in range(1, settings.workers + 1)] + [TRAINER]
@@ -738,7 +931,11 @@ def up(settings: StackSettings) -> StackInfo:
     mlflow = info.processes["mlflow"]
     _wait_http("MLflow server", f"{info.mlflow_url}/health", lambda s, b: s == 200, mlflow, settings.timeout, secrets_, started.get("mlflow"))
     artifacts = f"{info.mlflow_url}/api/2.0/mlflow-artifacts/artifacts?path="
-    _wait_http(f"MLflow artifact proxy to s3://{settings.mlflow_bucket}", artifacts, lambda s, _: s == 200, mlflow, settings.timeout, secrets_)
+    _wait_http(
+        f"MLflow artifact proxy to s3://{settings.mlflow_bucket}", artifacts, lambda s, _: s == 200, mlflow, settings.timeout, secrets_,
+        auth=(MLFLOW_ADMIN, s.mlflow_admin_password),
+    )
+    ensure_mlflow_user(info.mlflow_url, s.mlflow_admin_password, MLFLOW_VIEWER, s.mlflow_viewer_password)
     wait_for_workers(info, wanted, settings.timeout)
     info.save()
     print(f"stack up in {time.monotonic() - t0:.1f} s (state in {state_dir})", flush=True)
@@ -801,6 +998,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[typ
         "down": (_cmd_down, "stop every process of the stack"),
         "status": (_cmd_status, "show processes and health"),
         "env": (_cmd_env, "print `export` lines for a shell (includes secrets)"),
+        "credentials": (_cmd_credentials, "print the UI logins (Prefect, MLflow admin and read-only viewer)"),
     }
     for name, (handler, help_) in commands.items():
         p = sub.add_parser(name, help=help_)
@@ -841,6 +1039,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"Prefect UI/API: {info.prefect_api_url.removesuffix('/api')}  MLflow: {info.mlflow_url}  S3: {info.s3_endpoint}")
     state = "" if args.state_dir == StackSettings.state_dir else f" --state-dir {shlex.quote(str(args.state_dir))}"
     print(f'client environment: eval "$(python -m pipeline stack env{state})"')
+    print(f"UI logins (Prefect, MLflow): python -m pipeline stack credentials{state}")
     return 0
 
 
@@ -858,6 +1057,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         health = "" if r.healthy is None else ("healthy" if r.healthy else "UNHEALTHY")
         print(f"{r.name:15} pid {r.pid:<8} {'running' if r.running else 'STOPPED':8} {health:10} {r.url or ''}  log {r.log}")
     return 0 if all(r.running and r.healthy is not False for r in rows) else 1
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    info = StackInfo.load(args.state_dir)
+    if info is None:
+        print(f"no stack recorded in {args.state_dir}", file=sys.stderr)
+        return 1
+    user, _, password = info.secrets.prefect_auth.partition(":")
+    print(f"Prefect UI  {info.prefect_api_url.removesuffix('/api')}  user {user}  password {password}")
+    print(f"MLflow UI   {info.mlflow_url}  read-only: user {MLFLOW_VIEWER}  password {info.secrets.mlflow_viewer_password}")
+    print(f"            admin (the pipeline's user): user {MLFLOW_ADMIN}  password {info.secrets.mlflow_admin_password}")
+    return 0
 
 
 def _cmd_env(args: argparse.Namespace) -> int:

@@ -6,7 +6,15 @@
 #   model in MLflow that loads back from the artifact bucket, Optuna trials from both workers,
 #   run data in the data bucket, the UIs answer on their published ports; then `down` + `up`
 #   (one-shot jobs run again and change nothing) and assert that nothing was lost; `down -v`.
-#   On failure it prints every service's logs.
+#   Security: the stack refuses placeholder secrets; every UI and API refuses requests without a
+#   login (401) and accepts the right one; a flow run cannot override the workers' command; no secret
+#   on any container's command line (`docker compose top`) nor in Prefect/MLflow; the pipeline's S3 key
+#   cannot alter model artifacts; the Optuna user cannot read the source database; the source reader
+#   cannot write. On failure it prints every service's logs.
+#
+# S3: the offline MinIO stand-in has no MinIO admin API, so the per-role keys could not be created
+# there; the test runs the drop-in SeaweedFS server (services/docker-compose.s3alt.yml), whose own
+# configuration makes one identity per role (E2E_S3=minio keeps MinIO, with the root key for all).
 #
 # Uses its own compose project (E2E_PROJECT, default churn-e2e), an env file made from
 # .env.example with ephemeral host ports, and never touches a user's `.env` stack.
@@ -28,7 +36,11 @@ PASSED=0
 say() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 die() { say "FAILED: $*"; exit 1; }
 
-compose() { docker compose -p "$PROJECT" --project-directory "$ROOT" --env-file "$ENV_FILE" -f "$ROOT/docker-compose.yml" "$@"; }
+E2E_S3=${E2E_S3:-s3alt}
+COMPOSE_FILES=(-f "$ROOT/docker-compose.yml")
+[ "$E2E_S3" = s3alt ] && COMPOSE_FILES+=(-f "$ROOT/services/docker-compose.s3alt.yml")
+compose() { docker compose -p "$PROJECT" --project-directory "$ROOT" --env-file "$ENV_FILE" "${COMPOSE_FILES[@]}" "$@"; }
+env_value() { sed -n "s/^$1=//p" "$ENV_FILE"; }
 
 set_env() {  # set_env NAME VALUE: replace (or add) NAME in the e2e env file
     if grep -q "^$1=" "$ENV_FILE"; then sed -i "s|^$1=.*|$1=$2|" "$ENV_FILE"; else echo "$1=$2" >> "$ENV_FILE"; fi
@@ -62,6 +74,15 @@ docker compose version >/dev/null 2>&1 || die "needs Docker Compose v2 (docker c
 
 cp .env.example "$ENV_FILE"
 set_env COMPOSE_PROJECT_NAME "$PROJECT"
+# the stack refuses placeholder secrets: first prove it, then give every one a random value
+PLACEHOLDERS=$(grep -o '^[A-Z0-9_]*=change-me' "$ENV_FILE" | cut -d= -f1)
+[ -n "$PLACEHOLDERS" ] || die ".env.example has no change-me placeholders to replace"
+PLACEHOLDER_ENV="$WORK/placeholders.env"
+cp "$ENV_FILE" "$PLACEHOLDER_ENV"
+for name in $PLACEHOLDERS; do set_env "$name" "$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; done
+SECRETS_FILE="$WORK/secrets.txt"
+for name in $PLACEHOLDERS; do env_value "$name"; done > "$SECRETS_FILE"
+chmod 0644 "$SECRETS_FILE"  # read by the check container's non-root user
 # free host ports (on 127.0.0.1), so that the test never collides with a running stack
 read -r -a FREE_PORTS <<< "$(python3 -c 'import socket
 socks = [socket.socket() for _ in range(5)]
@@ -84,21 +105,32 @@ if [ -x "$OFFLINE_DOCKER/build-standins" ]; then
     ( set -a; . "$ENV_FILE"; set +a; "$OFFLINE_DOCKER/build-standins" --from-compose docker-compose.yml )
 fi
 MINIO_IMAGE=$(compose config --images | grep '^minio/minio' | head -n 1 || true)
-if [ -n "$MINIO_IMAGE" ] && [ "$(docker image inspect -f '{{index .Config.Labels "standin"}}' "$MINIO_IMAGE" 2>/dev/null)" = true ]; then
+if [ "$E2E_S3" = minio ] && [ -n "$MINIO_IMAGE" ] && [ "$(docker image inspect -f '{{index .Config.Labels "standin"}}' "$MINIO_IMAGE" 2>/dev/null)" = true ]; then
     # The MinIO stand-in (SeaweedFS) has no admin API, so minio-init cannot create the limited
     # pipeline key there: use the root identity, as .env.example explains for such servers.
     say "note: $MINIO_IMAGE is an offline stand-in without the MinIO admin API: pipeline uses the root S3 key"
-    set_env PIPELINE_S3_ACCESS_KEY "$(sed -n 's/^MINIO_ROOT_USER=//p' "$ENV_FILE")"
-    set_env PIPELINE_S3_SECRET_KEY "$(sed -n 's/^MINIO_ROOT_PASSWORD=//p' "$ENV_FILE")"
+    for role in PIPELINE MLFLOW; do
+        set_env "${role}_S3_ACCESS_KEY" "$(env_value MINIO_ROOT_USER)"
+        set_env "${role}_S3_SECRET_KEY" "$(env_value MINIO_ROOT_PASSWORD)"
+    done
 fi
 
 say "building the project images"
 compose build --quiet
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^churn-pipeline' | sed 's/^/[e2e] image /'
 
+say "a placeholder secret stops the stack before anything starts"
+if out=$(docker compose -p "$PROJECT-preflight" --project-directory "$ROOT" --env-file "$PLACEHOLDER_ENV" "${COMPOSE_FILES[@]}" \
+        run --rm --no-deps -T preflight 2>&1); then
+    die "preflight accepted the change-me placeholders"
+fi
+echo "$out" | grep -q "PREFECT_AUTH_PASSWORD" || die "preflight did not name the placeholder variables: $out"
+say "preflight refused: $(echo "$out" | grep -m1 'refusing to start' | cut -c1-200)"
+docker compose -p "$PROJECT-preflight" --project-directory "$ROOT" --env-file "$PLACEHOLDER_ENV" "${COMPOSE_FILES[@]}" down --remove-orphans >/dev/null 2>&1 || true
+
 # ---------------------------------------------------------------- helpers
 LONG_RUNNING=(postgres mysql minio prefect-server mlflow optuna-dashboard trainer worker)
-ONE_SHOT=(minio-init seed deploy)
+ONE_SHOT=(preflight minio-init seed deploy)
 
 wait_jobs() {  # every one-shot job has run to completion with exit status 0
     local deadline=$(( $(date +%s) + ${1:-900} )) job id state code
@@ -141,7 +173,7 @@ wait_healthy() {  # every container of the long-running services is healthy
 check() {  # check MODE [ARG]: services/e2e_check.py in a pipeline container on the stack's network
     compose run --rm --no-deps -T \
         -e MLFLOW_BUCKET="$(sed -n 's/^MLFLOW_BUCKET=//p' "$ENV_FILE")" -e MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
-        -v "$ROOT/services/e2e_check.py:/tmp/e2e_check.py:ro" \
+        -v "$ROOT/services/e2e_check.py:/tmp/e2e_check.py:ro" -v "$SECRETS_FILE:/tmp/secrets.txt:ro" \
         --entrypoint python train /tmp/e2e_check.py "$@"
 }
 
@@ -159,25 +191,68 @@ compose logs --no-color worker | grep "LightGBM threads: 1 (from the container's
     || die "workers did not derive LightGBM threads from their CPU limit"
 say "workers: LightGBM threads from the container CPU limit (1)"
 
-# the UIs and APIs answer on the published (127.0.0.1) ports
-for spec in "prefect-server 4200 /api/health" "mlflow 5000 /health" "optuna-dashboard 8080 /api/meta" "minio 9000 /minio/health/live"; do
+PREFECT_LOGIN="$(env_value PREFECT_AUTH_USER):$(env_value PREFECT_AUTH_PASSWORD)"
+VIEWER_LOGIN="viewer:$(env_value MLFLOW_VIEWER_PASSWORD)"
+DASHBOARD_LOGIN="$(env_value OPTUNA_DASHBOARD_USER):$(env_value OPTUNA_DASHBOARD_PASSWORD)"
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
+expect() {  # expect CODE WHAT CURL-ARGS...
+    local want=$1 what=$2 got; shift 2
+    got=$(status "$@")
+    [ "$got" = "$want" ] || die "$what: HTTP $got, expected $want"
+}
+
+# the UIs and APIs answer on the published (127.0.0.1) ports; their health checks need no login
+S3_HEALTH=/minio/health/live
+[ "$E2E_S3" = s3alt ] && S3_HEALTH=/healthz
+for spec in "prefect-server 4200 /api/health" "mlflow 5000 /health" "optuna-dashboard 8080 /health" "minio 9000 $S3_HEALTH"; do
     set -- $spec
     url=$(host_url "$1" "$2" "$3")
     case "$url" in http://127.0.0.1:*) ;; *) die "$1: published on $url, expected 127.0.0.1" ;; esac
     curl -fsS -o /dev/null --max-time 10 "$url" || die "$1 does not answer on $url"
     say "$1 answers on $url"
 done
-curl -fsS --max-time 10 "$(host_url mlflow 5000 /api/2.0/mlflow/experiments/search?max_results=1)" -o /dev/null \
-    || die "MLflow API refuses the host's browser (--allowed-hosts)"
-for spec in "prefect-server 4200" "mlflow 5000" "optuna-dashboard 8080"; do
-    set -- $spec
-    curl -fsSL --max-time 10 "$(host_url "$1" "$2" /)" | grep -i "<html" >/dev/null || die "$1 serves no UI page"
-done
 PREFECT_URL=$(host_url prefect-server 4200 "")
-ui_api=$(curl -fsS --max-time 10 "$PREFECT_URL/ui-settings" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_url"])')
+MLFLOW_API=$(host_url mlflow 5000 /api/2.0/mlflow)
+DASHBOARD_URL=$(host_url optuna-dashboard 8080 "")
+# every control plane refuses a request without its login, and a wrong one
+expect 401 "Prefect API without a login" -X POST -H 'Content-Type: application/json' -d '{}' "$PREFECT_URL/api/flows/filter"
+expect 401 "Prefect API with a wrong password" -u "churn:wrong" -X POST -H 'Content-Type: application/json' -d '{}' "$PREFECT_URL/api/deployments/filter"
+expect 200 "Prefect API with its login" -u "$PREFECT_LOGIN" -X POST -H 'Content-Type: application/json' -d '{}' "$PREFECT_URL/api/flows/filter"
+expect 401 "MLflow API without a login" "$MLFLOW_API/experiments/search?max_results=1"
+expect 401 "MLflow UI without a login" "$(host_url mlflow 5000 /)"
+expect 200 "MLflow API as viewer (and the host's browser passes --allowed-hosts)" -u "$VIEWER_LOGIN" "$MLFLOW_API/experiments/search?max_results=1"
+expect 401 "Optuna dashboard without a login" "$DASHBOARD_URL/api/meta"
+expect 401 "Optuna dashboard UI without a login" "$DASHBOARD_URL/"
+expect 200 "Optuna dashboard with its login" -u "$DASHBOARD_LOGIN" "$DASHBOARD_URL/api/meta"
+say "Prefect, MLflow and the Optuna dashboard refuse requests without their login (401) and accept it"
+for spec in "prefect-server 4200 $PREFECT_LOGIN" "mlflow 5000 $VIEWER_LOGIN" "optuna-dashboard 8080 $DASHBOARD_LOGIN"; do
+    set -- $spec
+    curl -fsSL --max-time 10 -u "$3" "$(host_url "$1" "$2" /)" | grep -i "<html" >/dev/null || die "$1 serves no UI page"
+done
+ui_api=$(curl -fsS --max-time 10 -u "$PREFECT_LOGIN" "$PREFECT_URL/ui-settings" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_url"])')
 [ "$ui_api" = "http://localhost:$(sed -n 's/^PREFECT_PORT=//p' "$ENV_FILE")/api" ] \
     || die "the Prefect UI would call its API at $ui_api"
 say "UIs serve their pages; the Prefect UI calls its API at $ui_api"
+
+# a flow run cannot carry a command (or env, or working directory) for the worker to run
+deployment_id=$(curl -fsS --max-time 10 -u "$PREFECT_LOGIN" "$PREFECT_URL/api/deployments/name/tuning-shard/tuning-shard" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for vars in '{"command": "touch /tmp/pwned"}' '{"env": {"PYTHONSTARTUP": "/tmp/pwned"}}' '{"working_dir": "/tmp"}'; do
+    expect 422 "flow run with job variables $vars" -u "$PREFECT_LOGIN" -X POST -H 'Content-Type: application/json' \
+        -d "{\"job_variables\": $vars}" "$PREFECT_URL/api/deployments/$deployment_id/create_flow_run"
+done
+say "the work pool refuses flow runs that override the command, env or working directory (422)"
+
+# databases: each user can do its job only
+mysql_as() {  # mysql_as USER PASSWORD-VARIABLE SQL: exit status of the statement, as that user over TCP
+    compose exec -T -e MYSQL_PWD="$(env_value "$2")" mysql mysql -h 127.0.0.1 -u "$1" -e "$3" >/dev/null 2>&1
+}
+mysql_as optuna OPTUNA_DB_PASSWORD "SELECT 1" || die "the optuna user cannot log in"
+! mysql_as optuna OPTUNA_DB_PASSWORD "SHOW TABLES FROM adventureworks" || die "the optuna user can read the source database"
+mysql_as aw_reader SOURCE_DB_READER_PASSWORD "SHOW TABLES FROM adventureworks" || die "the source reader cannot read"
+! mysql_as aw_reader SOURCE_DB_READER_PASSWORD "CREATE TABLE adventureworks.e2e_probe (i INT)" || die "the source reader can write"
+! mysql_as optuna_reader OPTUNA_READER_PASSWORD "CREATE TABLE optuna.e2e_probe (i INT)" || die "the dashboard's Optuna user can write"
+say "the optuna user cannot read the source; aw_reader and optuna_reader cannot write"
 
 # ---------------------------------------------------------------- training run
 say "training run: docker compose run --rm train $TRAIN_ARGS"
@@ -189,11 +264,19 @@ say "training run completed in $(( $(date +%s) - t0 ))s"
 say "checking MLflow, Optuna, S3 and Prefect"
 check assert > "$WORK/before.json" || die "checks after the training run failed"
 BEFORE=$(tail -n 1 "$WORK/before.json")
+check security /tmp/secrets.txt || die "security checks after the training run failed"
+compose top > "$WORK/top.txt" || die "docker compose top failed"
+[ "$(grep -c . "$WORK/top.txt")" -gt 10 ] || die "docker compose top listed no processes"
+while IFS= read -r secret; do
+    if grep -qF -- "$secret" "$WORK/top.txt"; then die "a secret is on a process command line (docker compose top)"; fi
+    if compose logs --no-color 2>/dev/null | grep -qF -- "$secret"; then die "a secret is in the services' logs"; fi
+done < "$SECRETS_FILE"
+say "no secret on any container's command line nor in any service log"
 
 # what the UIs show, through the APIs the browser uses on the published ports
-curl -fsS --max-time 10 -X POST -H 'Content-Type: application/json' -d '{"limit": 50}' \
+curl -fsS --max-time 10 -u "$PREFECT_LOGIN" -X POST -H 'Content-Type: application/json' -d '{"limit": 50}' \
     "$PREFECT_URL/api/flow_runs/filter" > "$WORK/flow_runs.json" || die "the Prefect API does not list flow runs"
-curl -fsS --max-time 10 "$(host_url mlflow 5000 /api/2.0/mlflow/registered-models/search)" > "$WORK/models.json" \
+curl -fsS --max-time 10 -u "$VIEWER_LOGIN" "$MLFLOW_API/registered-models/search" > "$WORK/models.json" \
     || die "the MLflow API does not list registered models"
 python3 - "$WORK/flow_runs.json" "$WORK/models.json" <<'PY' || die "the result is not visible in the UIs"
 import json, sys

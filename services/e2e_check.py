@@ -2,6 +2,8 @@
 
     python e2e_check.py assert            # after a training run: assert, print the snapshot (last line, JSON)
     python e2e_check.py compare SNAPSHOT  # after a restart: the same runs, studies, models and objects
+    python e2e_check.py security FILE     # the pipeline key cannot alter model artifacts; none of the
+                                          # secrets listed in FILE (one a line) is in Prefect or MLflow
 
 Reads: MLflow (PIPELINE__TRACKING__TRACKING_URI), Optuna (PIPELINE__TUNING__STORAGE), S3
 (PIPELINE__STORAGE__URI, PIPELINE__STORAGE__S3_ENDPOINT_URL, AWS_*; MLFLOW_BUCKET), Prefect (PREFECT_API_URL).
@@ -157,8 +159,65 @@ def summary(snap: dict) -> str:
             f"Prefect flow runs {dict(Counter(r['state'] for r in snap['prefect']['flow_runs']))}")
 
 
+def _denied(call) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"] in {"AccessDenied", "Forbidden", "403"}
+    return False
+
+
+def security_problems(secrets_file: str) -> list[str]:
+    """Least privilege of the pipeline's S3 key, and no secret in what Prefect and MLflow store."""
+    import boto3
+    from botocore.config import Config
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    problems = []
+    s3 = boto3.client("s3", endpoint_url=os.environ.get("PIPELINE__STORAGE__S3_ENDPOINT_URL") or None,
+                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    bucket = os.environ.get("MLFLOW_BUCKET", "mlflow-artifacts")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]  # read: allowed
+    if not keys:
+        problems.append(f"the pipeline key sees no object in s3://{bucket}")
+    else:
+        if not _denied(lambda: s3.put_object(Bucket=bucket, Key=keys[0], Body=b"tampered")):
+            problems.append(f"the pipeline key could overwrite s3://{bucket}/{keys[0]}")
+        if not _denied(lambda: s3.delete_object(Bucket=bucket, Key=keys[0])):
+            problems.append(f"the pipeline key could delete s3://{bucket}/{keys[0]}")
+    if not _denied(lambda: s3.create_bucket(Bucket="churn-typo-bucket")):
+        problems.append("the pipeline key could create a bucket")
+    log(f"pipeline S3 key: reads s3://{bucket} ({len(keys)} objects), cannot overwrite, delete or create buckets")
+
+    secrets = [line.strip() for line in open(secrets_file) if line.strip()]
+    client = MlflowClient(tracking_uri=os.environ["PIPELINE__TRACKING__TRACKING_URI"])
+    texts = {}
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id], max_results=1000):
+            texts[f"MLflow run {run.info.run_id} params/tags"] = json.dumps([run.data.params, run.data.tags])
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(limit=200)
+        texts["Prefect flow-run parameters"] = json.dumps([r.parameters for r in runs], default=str)
+        texts["Prefect logs"] = json.dumps([entry.message for entry in prefect.read_logs(LogFilter(), limit=200)])
+    for where, text in texts.items():
+        for secret in secrets:
+            if secret in text:
+                problems.append(f"a secret ({secret[:3]}...) is stored in {where}")
+    log(f"no secret in {len(texts)} Prefect/MLflow records ({len(secrets)} secrets looked for)")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     mode = argv[1] if len(argv) > 1 else "assert"
+    if mode == "security":
+        problems = security_problems(argv[2])
+        for problem in problems:
+            log(f"FAIL: {problem}")
+        return 1 if problems else 0
     snap = snapshot()
     log(summary(snap))
     if mode == "assert":

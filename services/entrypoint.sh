@@ -1,12 +1,13 @@
 #!/bin/sh
 # Entrypoint of the project image: the first argument names the role, the rest is passed on.
 #
+#   preflight        one-shot: refuse to start the stack while a secret still has its change-me placeholder
 #   prefect-server   Prefect API + UI + background services (database: PREFECT_API_DATABASE_CONNECTION_URL)
-#   mlflow           MLflow tracking server, artifacts proxied to S3 (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION)
+#   mlflow           MLflow tracking server with basic auth, artifacts proxied to S3 (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION)
 #   worker           `prefect worker start` on the work pool (queue WORKER_QUEUE); LightGBM threads from the CPU limit
 #   deploy           one-shot: Optuna schema, work pool, deployments, training queue (idempotent)
 #   seed             one-shot: write the source database unless it already holds the same data (idempotent)
-#   dashboard        optuna-dashboard on the tuning storage (dashboard image only)
+#   dashboard        optuna-dashboard behind HTTP basic auth, read-only storage user (dashboard image only)
 #   pipeline ARGS    python -m pipeline ARGS (e.g. `trigger --wait`, `run`, `--help`)
 #   anything else    executed as given
 set -eu
@@ -37,7 +38,20 @@ cpu_limit() {
     echo "$threads"
 }
 
+# Secrets reach the servers through their environment (or files they read), never their command
+# line: `ps` and `docker top` show command lines to anyone on the host.
 case "$role" in
+    preflight)
+        # every variable of this container whose value is still an .env.example placeholder
+        placeholders=$(env | sed -n 's/^\([A-Z0-9_]*\)=change-me.*/\1/p' | sort | tr '\n' ' ')
+        if [ -n "$placeholders" ]; then
+            log "refusing to start: these secrets still have their change-me value from .env.example: $placeholders"
+            log "set each to a long random value in .env, e.g. openssl rand -hex 24 (docs/compose.md, 'Logins and secrets')"
+            exit 1
+        fi
+        log "no placeholder secret: ok"
+        ;;
+
     prefect-server)
         : "${PREFECT_API_DATABASE_CONNECTION_URL:?PREFECT_API_DATABASE_CONNECTION_URL must point at the Prefect database}"
         exec prefect server start --host 0.0.0.0 --port 4200 "$@"
@@ -46,8 +60,14 @@ case "$role" in
     mlflow)
         : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must point at the MLflow database}"
         : "${MLFLOW_ARTIFACTS_DESTINATION:?MLFLOW_ARTIFACTS_DESTINATION must be an s3:// URI}"
-        exec mlflow server \
-            --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
+        : "${MLFLOW_AUTH_ADMIN_PASSWORD:?MLFLOW_AUTH_ADMIN_PASSWORD must be set (basic auth admin)}"
+        # basic auth: users in a SQLite file of this container, made anew with the container, so a
+        # changed MLFLOW_AUTH_ADMIN_PASSWORD applies on `docker compose up -d`; every user may read
+        export MLFLOW_AUTH_CONFIG_PATH=/tmp/mlflow-auth.ini
+        printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:////tmp/mlflow-auth.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+            > "$MLFLOW_AUTH_CONFIG_PATH"
+        # the backend store URI (with its password) is read from MLFLOW_BACKEND_STORE_URI, not argv
+        exec mlflow server --app-name basic-auth \
             --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
             --serve-artifacts \
             --host 0.0.0.0 --port 5000 \
@@ -85,6 +105,10 @@ case "$role" in
             esac
         fi
         python -m pipeline deploy --project-dir /app "$@"
+        # the read-only MLflow login for people (created, or its password reset to MLFLOW_VIEWER_PASSWORD)
+        if [ -n "${MLFLOW_VIEWER_PASSWORD:-}" ]; then
+            python -c 'import os; from pipeline.stack import ensure_mlflow_user as e; e(os.environ["PIPELINE__TRACKING__TRACKING_URI"], os.environ["MLFLOW_TRACKING_PASSWORD"], "viewer", os.environ["MLFLOW_VIEWER_PASSWORD"]); print("mlflow user viewer ready (read-only)")'
+        fi
         # training runs on their own queue (the trainer), tuning shards on the workers' default queue
         exec python /app/services/route_queues.py
         ;;
@@ -94,8 +118,9 @@ case "$role" in
         ;;
 
     dashboard)
-        : "${PIPELINE__TUNING__STORAGE:?PIPELINE__TUNING__STORAGE must point at the Optuna database}"
-        exec optuna-dashboard "$PIPELINE__TUNING__STORAGE" --host 0.0.0.0 --port 8080 "$@"
+        : "${OPTUNA_DASHBOARD_STORAGE:?OPTUNA_DASHBOARD_STORAGE must point at the Optuna database (read-only user)}"
+        : "${OPTUNA_DASHBOARD_PASSWORD:?OPTUNA_DASHBOARD_PASSWORD must be set (basic auth)}"
+        exec python /app/services/dashboard.py --host 0.0.0.0 --port 8080 "$@"
         ;;
 
     pipeline)
@@ -103,7 +128,7 @@ case "$role" in
         ;;
 
     help|--help|-h)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 
     *)

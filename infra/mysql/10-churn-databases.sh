@@ -2,7 +2,8 @@
 # First start of the mysql container (empty data volume): the two databases of the stack and
 # their least-privilege users. Run by the image's entrypoint from /docker-entrypoint-initdb.d.
 #
-#   optuna          Optuna's study storage   user optuna     ALL on optuna.* only
+#   optuna          Optuna's study storage   user optuna         ALL on optuna.* only (workers)
+#                                            user optuna_reader  SELECT on optuna.* only (the dashboard)
 #   adventureworks  the pipeline's source    user aw_reader  SELECT on adventureworks.* only (workers)
 #                                            user aw_loader  ALL on adventureworks.* only (the seed job)
 #
@@ -13,6 +14,7 @@ set -euo pipefail
 
 : "${MYSQL_ROOT_PASSWORD:?MYSQL_ROOT_PASSWORD is not set}"
 : "${OPTUNA_DB_PASSWORD:?OPTUNA_DB_PASSWORD is not set}"
+: "${OPTUNA_READER_PASSWORD:?OPTUNA_READER_PASSWORD is not set}"
 : "${SOURCE_DB_READER_PASSWORD:?SOURCE_DB_READER_PASSWORD is not set}"
 : "${SOURCE_DB_LOADER_PASSWORD:?SOURCE_DB_LOADER_PASSWORD is not set}"
 
@@ -31,6 +33,9 @@ CREATE DATABASE IF NOT EXISTS \`adventureworks\` CHARACTER SET utf8mb4;
 CREATE USER IF NOT EXISTS 'optuna'@'%' IDENTIFIED BY $(lit "$OPTUNA_DB_PASSWORD");
 GRANT ALL PRIVILEGES ON \`optuna\`.* TO 'optuna'@'%';
 
+CREATE USER IF NOT EXISTS 'optuna_reader'@'%' IDENTIFIED BY $(lit "$OPTUNA_READER_PASSWORD");
+GRANT SELECT ON \`optuna\`.* TO 'optuna_reader'@'%';
+
 CREATE USER IF NOT EXISTS 'aw_reader'@'%' IDENTIFIED BY $(lit "$SOURCE_DB_READER_PASSWORD");
 GRANT SELECT ON \`adventureworks\`.* TO 'aw_reader'@'%';
 
@@ -39,4 +44,4 @@ GRANT ALL PRIVILEGES ON \`adventureworks\`.* TO 'aw_loader'@'%';
 
 FLUSH PRIVILEGES;
 SQL
-echo "churn: databases optuna, adventureworks and users optuna, aw_reader, aw_loader are ready"
+echo "churn: databases optuna, adventureworks and users optuna, optuna_reader, aw_reader, aw_loader are ready"

@@ -33,7 +33,9 @@ from pipeline.stack import (
     StackSettings,
     bootstrap_mysql,
     check_database,
+    client_env,
     down,
+    ensure_postgres_databases,
     ensure_buckets,
     start_seaweedfs,
     stop_process,
@@ -122,6 +124,7 @@ def pg_database_names(postgres_url: str) -> Iterator[Callable[[str], str]]:
     with engine.connect() as conn:
         for name in names:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))  # the stack's servers log in as a role of the db's name
     engine.dispose()
 
 
@@ -177,12 +180,42 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
+def source_url(postgres_url: str, pg_database_names: Callable[[str], str]) -> Iterator[str]:
+    """The small synthetic source in its own PostgreSQL database, read by a SELECT-only role whose
+    password is a secret the tests look for everywhere (it reaches workers only through their env)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.helpers import write_small_source
+
+    name = pg_database_names("source")
+    reader, password = f"{name}_reader", "srcpw" + secrets.token_hex(12)
+    ensure_postgres_databases(postgres_url, [name])
+    admin = make_url(postgres_url).set(drivername="postgresql+psycopg2", database=name)
+    write_small_source(admin.render_as_string(hide_password=False), customers=150)
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE ROLE \"{reader}\" LOGIN PASSWORD '{password}'"))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{name}" TO "{reader}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{reader}"'))
+        conn.execute(text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"'))
+    engine.dispose()
+    yield admin.set(username=reader, password=password).render_as_string(hide_password=False)
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'DROP ROLE IF EXISTS "{reader}"'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def stack_settings(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_url: str,
     pg_database_names: Callable[[str], str],
     mysql_url: str,
+    source_url: str,
 ) -> StackSettings:
     """An isolated stack: own databases, state dir and free ports; up() starts its own
     SeaweedFS (so that path is covered too) unless TEST_S3_ENDPOINT names an external S3."""
@@ -202,7 +235,7 @@ def stack_settings(
         work_pool="churn-pool",
         prefect_db=pg_database_names("prefect"),
         mlflow_db=pg_database_names("mlflow"),
-        pipeline_env={"PIPELINE__PATHS__WORK_DIR": str(state / "work")},
+        pipeline_env={"PIPELINE__PATHS__WORK_DIR": str(state / "work"), "PIPELINE__DATA__URL": source_url},
         timeout=STACK_TIMEOUT,
     )
 
@@ -218,9 +251,13 @@ def stack(stack_settings: StackSettings) -> Iterator[StackInfo]:
 
 
 @pytest.fixture
-def stack_api(stack: StackInfo) -> Iterator[StackInfo]:
-    """Point this process's Prefect client (get_client, run_deployment) at the stack."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def stack_api(stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackInfo]:
+    """Point this process's Prefect client (get_client, run_deployment) and MLflow client at the
+    stack, logged in as the pipeline (Prefect API auth string, MLflow admin)."""
+    from pipeline.stack import prefect_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+    env = client_env(stack)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, env[name])
+    with prefect_settings(stack.prefect_api_url, stack.secrets.prefect_auth):
         yield stack

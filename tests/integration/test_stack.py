@@ -91,7 +91,7 @@ def test_stack_is_healthy_with_pool_deployments_and_workers(stack: StackInfo) ->
     assert set(rows) == {"prefect-server", "mlflow", "worker-1", "worker-2", "trainer"} | own_s3
     assert all(r.running for r in rows.values()), rows
     assert all(r.healthy for r in rows.values() if r.url), rows
-    with prefect_client(stack.prefect_api_url) as client:
+    with prefect_client(stack.prefect_api_url, stack.secrets.prefect_auth) as client:
         assert client.read_work_pool(stack.work_pool).type == "process"
         online = {w.name for w in client.read_workers_for_work_pool(stack.work_pool) if w.status == WorkerStatus.ONLINE}
         assert online == {"worker-1", "worker-2", "trainer"}
@@ -110,7 +110,7 @@ def test_throwaway_flow_runs_on_a_worker_with_the_stack_env(stack_api: StackInfo
 
     (tmp_path / "smoke_flow.py").write_text(SMOKE_FLOW)
     stack = stack_api
-    assert register_deployments(stack.prefect_api_url, tmp_path, {"smoke": "smoke_flow.py:smoke"}, stack.work_pool) == ["stack-smoke/smoke"]
+    assert register_deployments(stack.prefect_api_url, tmp_path, {"smoke": "smoke_flow.py:smoke"}, stack.work_pool, auth=stack.secrets.prefect_auth) == ["stack-smoke/smoke"]
     tag = f"t{time.time_ns()}"
     started = time.monotonic()
     flow_run = run_deployment("stack-smoke/smoke", parameters={"tag": tag}, timeout=0)
@@ -127,16 +127,17 @@ def test_throwaway_flow_runs_on_a_worker_with_the_stack_env(stack_api: StackInfo
         else:
             raise AssertionError(f"no `pipeline` log line in the run's logs: {[(log.name, log.message) for log in logs]}")
 
-    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.s3_access_key, secret_access_key=stack.s3_secret_key)
+    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key)
     seen = json.loads(S3Store(stack.data_bucket, settings=settings).get_bytes(f"smoke/{tag}.json"))
     assert seen["ppid"] in stack.worker_pids.values()
     assert Path(seen["cwd"]) == tmp_path.resolve()
     assert seen["dispatch"] == "prefect" and seen["artifact_location"] is None
     assert seen["tracking_uri"] == stack.mlflow_url
-    assert seen["optuna_host"] == stack.optuna_storage.rsplit("@", 1)[-1]
+    assert seen["optuna_host"] == stack.secrets.optuna_storage.rsplit("@", 1)[-1]
 
 
-def test_mlflow_proxies_artifacts_to_s3_without_client_credentials(stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_proxies_artifacts_to_s3_without_client_credentials(stack_api: StackInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = stack_api
     from mlflow.tracking import MlflowClient
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
@@ -148,7 +149,7 @@ def test_mlflow_proxies_artifacts_to_s3_without_client_credentials(stack: StackI
     client.log_text(run.info.run_id, "hello", "notes/hello.txt")
     client.set_terminated(run.info.run_id)
 
-    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.s3_access_key, secret_access_key=stack.s3_secret_key)
+    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key)
     keys = S3Store(stack.mlflow_bucket, settings=settings).list()
     assert any(k.endswith(f"{run.info.run_id}/artifacts/notes/hello.txt") for k in keys), keys
 
@@ -157,7 +158,7 @@ def test_secrets_stay_out_of_logs_state_and_deployments(stack: StackInfo) -> Non
     assert stack.secret_values(), "the stack should have an S3 secret and a MySQL password"
     texts = {p.name: p.read_text(errors="replace") for p in (stack.state_dir / "logs").glob("*.log")}
     texts["stack.json"] = (stack.state_dir / "stack.json").read_text()
-    with prefect_client(stack.prefect_api_url) as client:
+    with prefect_client(stack.prefect_api_url, stack.secrets.prefect_auth) as client:
         texts["deployments"] = "".join(d.model_dump_json() for d in client.read_deployments())
     for where, text in texts.items():
         for secret in stack.secret_values():
@@ -176,17 +177,18 @@ def test_cli_status_and_env(stack: StackInfo, capsys: pytest.CaptureFixture[str]
     exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export "))
     assert exported["PREFECT_API_URL"] == stack.prefect_api_url
     assert exported["PIPELINE__TRACKING__ARTIFACT_LOCATION"] == "''"
-    assert exported["AWS_SECRET_ACCESS_KEY"] == stack.s3_secret_key
+    assert exported["AWS_SECRET_ACCESS_KEY"] == stack.secrets.s3_secret_key
+    assert exported["PREFECT_API_AUTH_STRING"] == stack.secrets.prefect_auth
 
 
 def test_up_again_is_idempotent(stack: StackInfo, stack_settings: StackSettings) -> None:
-    with prefect_client(stack.prefect_api_url) as client:
+    with prefect_client(stack.prefect_api_url, stack.secrets.prefect_auth) as client:
         before = {d.name: d.id for d in client.read_deployments()}
     started = time.monotonic()
     again = up(stack_settings)
     print(f"second up took {time.monotonic() - started:.1f} s")
     assert {n: p.pid for n, p in again.processes.items()} == {n: p.pid for n, p in stack.processes.items()}
-    with prefect_client(stack.prefect_api_url) as client:
+    with prefect_client(stack.prefect_api_url, stack.secrets.prefect_auth) as client:
         assert {d.name: d.id for d in client.read_deployments()} == before
         assert len(client.read_workers_for_work_pool(stack.work_pool)) == 3  # 2 shard workers + trainer
         assert [p.name for p in client.read_work_pools()] == [stack.work_pool]
@@ -229,12 +231,14 @@ def test_prefect_yaml_deploys_to_the_pool_with_a_templated_directory(
         deployment["name"] = f"yaml-{deployment['name']}"
     (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PROJECT_DIR"} | {"PREFECT_API_URL": stack.prefect_api_url}
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PROJECT_DIR"} | {
+        "PREFECT_API_URL": stack.prefect_api_url, "PREFECT_API_AUTH_STRING": stack.secrets.prefect_auth,
+    }
     command = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml")]
     deployed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
-    with prefect_client(stack.prefect_api_url) as client:
+    with prefect_client(stack.prefect_api_url, stack.secrets.prefect_auth) as client:
         for full_name, queue in (("training/yaml-training", "training"), ("tuning-shard/yaml-tuning-shard", "default")):
             deployment = client.read_deployment_by_name(full_name)
             assert deployment.work_pool_name == stack.work_pool and deployment.parameters == {}
