@@ -805,7 +805,12 @@ def _start_prefect_server(settings: StackSettings, info: StackInfo) -> Proc:
 
 def _mlflow_auth_config(info: StackInfo) -> Path:
     """MLflow's basic-auth settings: users in a SQLite file of the state dir, READ for every user
-    by default; the admin password comes from the environment on first start, not from this file."""
+    by default; the admin password comes from the environment, not from this file.
+
+    The user store is made anew at each server start (its users are `admin` and `viewer`, both
+    from secrets.json), so a rotated password applies at the next `up`, as in the compose stack.
+    """
+    (info.state_dir / "mlflow-auth.db").unlink(missing_ok=True)
     path = info.state_dir / "mlflow-auth.ini"
     path.write_text(
         "[mlflow]\n"
