@@ -95,11 +95,26 @@ class DatasetSpec(_Strict):
                 )
         return self
 
-    def sql(self, entity: str) -> str:
-        path = self.base_dir / self.entities[entity].query
-        if not path.exists():
+    def query_path(self, entity: str) -> Path:
+        """The entity's SQL file, refused unless it is a `.sql` file inside the spec's folder.
+
+        Symlinks are resolved first, so neither `../`, an absolute path nor a link can make the
+        extract read (and send to the database, and echo in errors) a file from elsewhere.
+        """
+        query = self.entities[entity].query
+        folder = self.base_dir.resolve()
+        path = (folder / query).resolve()
+        if Path(query).is_absolute() or not path.is_relative_to(folder) or path.suffix != ".sql":
+            raise SpecError(
+                f"spec {self.name!r}, entity {entity!r}: query {query!r} must be a relative path to a .sql file "
+                f"inside the spec folder {folder}"
+            )
+        if not path.is_file():
             raise SpecError(f"spec {self.name!r}: query file {path} for entity {entity!r} does not exist")
-        return path.read_text()
+        return path
+
+    def sql(self, entity: str) -> str:
+        return self.query_path(entity).read_text()
 
 
 def spec_path(name_or_path: str) -> Path:
@@ -126,5 +141,5 @@ def load_spec(name_or_path: str) -> DatasetSpec:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise SpecError(f"invalid dataset spec {path}: {problems}") from None
     for entity in spec.entities:
-        spec.sql(entity)  # every query file must exist before any work starts
+        spec.query_path(entity)  # every query file must exist, inside the spec folder, before any work starts
     return spec

@@ -58,7 +58,8 @@ def make_engine(url: str) -> Engine:
             f"invalid database URL {url!r}: expected e.g. sqlite:///path/to.db, "
             "mysql+pymysql://user:pass@host:3306/db or postgresql+psycopg2://user@host:5432/db"
         ) from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    sqlite_path = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    if sqlite_path and not parsed.database.startswith("file:"):  # a file: URI (read-only extract) creates nothing
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)

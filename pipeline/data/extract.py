@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from pipeline.data.db import DataSourceError, describe_url, make_engine
-from pipeline.spec import DatasetSpec
+from pipeline.data.db import DataSourceError, connect, make_engine
+from pipeline.data.sql_guard import UnsafeQueryError, check_read_only, sqlglot_dialect
+from pipeline.spec import DatasetSpec, SpecError
 
 log = logging.getLogger(__name__)
+
+# run on each new connection of the extract, so that every transaction on it is read-only. Per-session,
+# not per-transaction: MySQL/MariaDB commit implicitly before DDL and would run a DROP TABLE outside a
+# `START TRANSACTION READ ONLY` (measured on MariaDB 10.11), and PostgreSQL would run what follows a
+# COMMIT inside one query string in a new, writable transaction. SQLite files are opened read-only instead.
+READ_ONLY_SESSION = {
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+}
+MAX_REASON = 300
 
 
 def spec_columns(spec: DatasetSpec, entity: str) -> set[str]:
@@ -35,12 +49,61 @@ def _align_case(df: pd.DataFrame, wanted: set[str]) -> pd.DataFrame:
     return df.rename(columns={c: by_lower[c.lower()] for c in df.columns if c.lower() in by_lower and c not in wanted})
 
 
-def read_entity(conn: sa.Connection, spec: DatasetSpec, entity: str) -> pd.DataFrame:
-    sql = spec.sql(entity)
+def read_only_url(url: str) -> str:
+    """For a SQLite file, the same file opened read-only (`file:` URI with mode=ro); other URLs unchanged."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # make_engine reports it
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    database = parsed.database
+    if not database.startswith("file:"):
+        database = Path(database).expanduser().resolve().as_uri()
+    return parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"}).render_as_string(
+        hide_password=False
+    )
+
+
+def checked_queries(spec: DatasetSpec, backend: str) -> dict[str, str]:
+    """Every entity's SQL, each proved to be one read-only SELECT in the backend's dialect, before connecting."""
+    dialect = sqlglot_dialect(backend)
+    queries: dict[str, str] = {}
+    for entity in spec.entities:
+        sql = spec.sql(entity)
+        try:
+            check_read_only(sql, dialect)
+        except UnsafeQueryError as exc:
+            raise SpecError(
+                f"spec {spec.name!r}, entity {entity!r}: query file {spec.query_path(entity)} {exc} "
+                "(the extract only reads the source)"
+            ) from None
+        queries[entity] = sql
+    return queries
+
+
+def read_only_engine(url: str) -> sa.Engine:
+    """An engine whose connections cannot write: the second line of defence behind `checked_queries`."""
+    engine = make_engine(read_only_url(url))
+    statement = READ_ONLY_SESSION.get(engine.dialect.name)
+    if statement:
+        @sa.event.listens_for(engine, "connect")
+        def _read_only_session(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(statement)
+            cursor.close()
+            dbapi_connection.commit()  # a PostgreSQL SET is undone if its transaction is rolled back
+    elif engine.dialect.name != "sqlite":
+        log.warning("no read-only session for %s databases: only the SQL check guards the source; "
+                    "use a database user that can only read", engine.dialect.name)
+    return engine
+
+
+def read_entity(conn: sa.Connection, spec: DatasetSpec, entity: str, sql: str) -> pd.DataFrame:
     try:
         df = pd.read_sql(sa.text(sql), conn)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:MAX_REASON]
         raise DataSourceError(
             f"query for entity {entity!r} ({spec.entities[entity].query}) failed: {reason}. "
             "Check that the table and columns it reads exist in the source database "
@@ -94,18 +157,16 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
 
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
-    """Run every entity's query on one connection and validate the results as a whole."""
-    engine = make_engine(url)
+    """Check every query, then run them on one read-only connection and validate the results as a whole."""
+    engine = read_only_engine(url)
     tables: dict[str, pd.DataFrame] = {}
     try:
-        with engine.connect() as conn:
-            for entity in spec.entities:
+        queries = checked_queries(spec, engine.dialect.name)
+        with connect(engine) as conn:
+            for entity, sql in queries.items():
                 started = time.perf_counter()
-                tables[entity] = read_entity(conn, spec, entity)
+                tables[entity] = read_entity(conn, spec, entity, sql)
                 log.info("extracted %-14s %8d rows in %.1fs", entity, len(tables[entity]), time.perf_counter() - started)
-    except sa.exc.OperationalError as exc:
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise DataSourceError(f"cannot reach the source database {describe_url(url)}: {reason}") from None
     finally:
         engine.dispose()
     validate_tables(spec, tables)
