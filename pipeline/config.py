@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.masking import mask_url, mask_value
+
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "PIPELINE__"
 
@@ -215,12 +217,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _explain(exc: ValidationError, source: str) -> str:
+    """One line per problem, showing the offending value masked: a URL's password or a secret-named key's value."""
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
+        key = next((str(p) for p in reversed(err["loc"]) if isinstance(p, str)), "")
+        value = err.get("input")
+        shown = mask_value(key, value.model_dump() if isinstance(value, BaseModel) else value)
         hint = "remove it or fix its spelling" if err["type"] == "extra_forbidden" else err["msg"]
         env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
-        lines.append(f"  - {where}: {hint} (got {err.get('input')!r}; YAML key `{where}` or env {env})")
+        lines.append(mask_url(f"  - {where}: {hint} (got {shown!r}; YAML key `{where}` or env {env})"))
     return "\n".join(lines)
 
 

@@ -97,3 +97,19 @@ def test_cli_reports_config_errors_without_traceback(capsys):
 
     assert main(["run", "--set", "tuning.n_trials=lots"]) == 2
     assert "tuning.n_trials" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("sets", "named"), [
+    (["data.url=mysql+pymysql://u:s3cr3t@h/db", "tuning.n_trials=lots"], "tuning.n_trials"),  # wrong type elsewhere
+    (["data.url=[mysql+pymysql://u:s3cr3t@h/db]"], "data.url"),  # an invalid value in the URL key itself
+    (["data.url.host=mysql+pymysql://u:s3cr3t@h/db"], "data.url"),
+    (["data=mysql+pymysql://u:s3cr3t@h/db"], "data"),
+    (["storage.s3_secret_key=s3cr3t"], "storage.s3_secret_key"),  # an unknown, secret-named key
+])
+def test_config_errors_mask_credentials(sets, named):
+    from pipeline.cli import parse_sets
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=parse_sets(sets), environ={})
+    assert f"- {named}:" in str(err.value) and "s3cr3t" not in str(err.value)
