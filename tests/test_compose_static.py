@@ -268,3 +268,51 @@ def test_a_missing_secret_stops_compose_with_a_message(tmp_path):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     assert "MYSQL_ROOT_PASSWORD" in result.stderr + result.stdout
+
+
+# ------------------------------------------------------------------------------------ security
+
+ENTRYPOINT = ROOT / "services" / "entrypoint.sh"
+
+
+def test_every_secret_of_env_example_is_a_placeholder_the_preflight_job_refuses(services, env_example):
+    secret_vars = {var for var in env_example if SECRET_NAME.search(var)}
+    assert secret_vars <= set(services["preflight"]["environment"]), secret_vars - set(services["preflight"]["environment"])
+    assert all(env_example[var].startswith("change-me") for var in secret_vars), "every secret ships as a change-me placeholder"
+    for data_service in ("postgres", "mysql", "minio"):  # everything else waits for these
+        assert services[data_service]["depends_on"]["preflight"]["condition"] == "service_completed_successfully"
+
+
+def test_preflight_names_each_placeholder_and_fails(tmp_path):
+    """The entrypoint's preflight role, run here as the container would run it."""
+    env = {"PATH": os.environ["PATH"], "PREFECT_AUTH_PASSWORD": "change-me-prefect-auth", "MLFLOW_ADMIN_PASSWORD": "0123456789abcdef"}
+    refused = subprocess.run(["sh", str(ENTRYPOINT), "preflight"], env=env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "PREFECT_AUTH_PASSWORD" in refused.stderr and "MLFLOW_ADMIN" not in refused.stderr
+    env["PREFECT_AUTH_PASSWORD"] = "a-real-random-value"
+    assert subprocess.run(["sh", str(ENTRYPOINT), "preflight"], env=env, capture_output=True, timeout=30).returncode == 0
+
+
+def test_servers_get_their_secrets_from_the_environment_not_the_command_line(services):
+    text = ENTRYPOINT.read_text()
+    assert "--backend-store-uri" not in text, "MLflow reads MLFLOW_BACKEND_STORE_URI itself; argv is visible in ps"
+    assert "optuna-dashboard \"$" not in text, "the dashboard's storage URL must not be an argument"
+    assert "--app-name basic-auth" in text
+    for name, svc in services.items():
+        command = " ".join(map(str, svc.get("command") or []))
+        assert not re.search(r"://[^/\s:@]+:[^@\s]+@", command), f"service {name}: a URL with a password on its command line"
+
+
+def test_control_planes_want_a_login(services):
+    assert "PREFECT_SERVER_API_AUTH_STRING" in services["prefect-server"]["environment"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in services["mlflow"]["environment"]
+    assert "OPTUNA_DASHBOARD_PASSWORD" in services["optuna-dashboard"]["environment"]
+    assert "optuna_reader:" in services["optuna-dashboard"]["environment"]["OPTUNA_DASHBOARD_STORAGE"]
+    for worker in ("worker", "trainer"):
+        assert "PREFECT_API_AUTH_STRING" in services[worker]["environment"]
+        assert "MLFLOW_TRACKING_PASSWORD" in services[worker]["environment"]
+
+
+def test_each_role_has_its_own_s3_key(services):
+    assert "MLFLOW_S3_ACCESS_KEY" in services["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"]
+    assert "PIPELINE_S3_ACCESS_KEY" in services["worker"]["environment"]["AWS_ACCESS_KEY_ID"]
+    assert str(services["minio-init"].get("user", "")).split(":")[0] not in ("", "0", "root")
