@@ -73,10 +73,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         "=" * 72,
         f"run {summary['run_id']}",
         f"  rows        {summary.get('rows')}",
-        f"  labels      {summary['labels']['labelled_orders']:.0f} labelled orders, churn rate {summary['labels']['churn_rate']:.3f}",
+        f"  labels      {summary['labels']['labelled_orders']:.0f} labelled orders, churn rate {summary['labels']['churn_rate']:.3f} "
+        f"({summary['labels']['definition']}, {summary['labels']['horizon_days']} days)",
         f"  features    {summary['features']['features']} generated, {summary['split']['features_used']} used; "
         f"train/valid/test {summary['split']['train_rows']}/{summary['split']['valid_rows']}/{summary['split']['test_rows']}",
-        f"  tuning      {summary['tuning']['finished_trials']} finished trials, best valid value {summary['tuning']['best_value']}",
+        f"  tuning      {summary['tuning']['finished_trials']} finished trials ({summary['tuning']['complete_trials']} complete, "
+        f"{summary['tuning']['pruned_trials']} pruned, {summary['tuning']['failed_trials']} failed), best valid value {summary['tuning']['best_value']}",
         f"  test        ROC AUC {m.get('roc_auc', float('nan')):.4f} | PR AUC {m.get('pr_auc', float('nan')):.4f} | "
         f"log loss {m.get('log_loss', float('nan')):.4f} | Brier {m.get('brier', float('nan')):.4f} | "
         f"F1@{m.get('threshold', 0.5):g} {m.get('f1', float('nan')):.4f}",

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import steps
 from pipeline.config import Config, load_config
-from pipeline.tuning import FINISHED, TuningError, best_params, finished_trials
+from pipeline.tuning import FINISHED, TuningError, best_params, finished_trials, trial_counts
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str,
     target = cfg.tuning.n_trials
     if target == 0:
         log.info("tuning.n_trials is 0: training once with the configured parameters")
-        return {"best_params": {}, "best_iteration": None, "finished_trials": 0, "best_value": None, "shards": []}
+        return {"best_params": {}, "best_iteration": None, **trial_counts([]), "best_value": None, "shards": []}
     if cfg.tuning.dispatch == "prefect" or cfg.tuning.n_shards > 1:
         if not cfg.tuning.storage or cfg.tuning.storage == "memory":
             raise TuningError("tuning.storage 'memory' cannot be shared by several shards: use a journal file, SQLite or MySQL URL")
@@ -44,7 +44,7 @@ def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str,
         "best_params": best_params(study),
         "best_iteration": int(best.user_attrs.get("best_iteration", 0)) or None,
         "best_value": best.value,
-        "finished_trials": finished_trials(study),
+        **trial_counts(study.get_trials(deepcopy=False)),  # n_trials counts finished = complete + pruned
         "study": study.study_name,
         "shards": shards,
     }

@@ -5,7 +5,8 @@ MySQL/PostgreSQL), so it survives restarts when the storage is persistent and is
 shared by shards on other machines. Each shard runs trials until the study holds
 the requested number of finished trials in total. Trials are cheap: the LightGBM
 Dataset is built once per shard, bad trials are pruned from LightGBM's
-per-iteration validation metric, and every fit stops early.
+per-iteration validation metric, and every fit stops early. A pruned trial counts as
+finished: `tuning.n_trials` is complete + pruned trials; results report both apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,7 +128,15 @@ def make_objective(data: TrainData, base: LightGBMModel, space: list[SearchParam
 
 
 def finished_trials(study: optuna.Study) -> int:
+    """Complete + pruned trials: what `tuning.n_trials` counts (a pruned trial is a finished, cheap answer)."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome, for the run summary and MLflow: finished (= complete + pruned), complete, pruned, failed."""
+    states = Counter(t.state for t in trials)
+    complete, pruned = states[TrialState.COMPLETE], states[TrialState.PRUNED]
+    return {"finished_trials": complete + pruned, "complete_trials": complete, "pruned_trials": pruned, "failed_trials": states[TrialState.FAIL]}
 
 
 def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -137,7 +147,11 @@ def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTr
             best = f"{study.best_value:.4f}"
         except ValueError:
             best = "-"
-        log.info("[%s] trial %d %s in %.1fs (best %s, %d/%d finished)", shard, trial.number, value, took, best, finished_trials(study), target)
+        counts = trial_counts(study.get_trials(deepcopy=False))
+        log.info(
+            "[%s] trial %d %s in %.1fs (best %s, %d/%d finished: %d complete, %d pruned)", shard, trial.number, value, took, best,
+            counts["finished_trials"], target, counts["complete_trials"], counts["pruned_trials"],
+        )
 
     return callback
 
@@ -150,7 +164,7 @@ def run_shard(
     shard: str = "shard-0",
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
 ) -> int:
-    """Run trials until the study holds `target_trials` finished trials (all shards together).
+    """Run trials until the study holds `target_trials` finished (complete or pruned) trials, all shards together.
 
     Returns how many trials this shard finished. Several shards may each start a trial
     when one is missing, so the study can end up to (shards - 1) trials over the target.

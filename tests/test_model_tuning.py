@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.models import LightGBMModel, TrainData
-from pipeline.tuning import FINISHED, create_storage, create_study, finished_trials, make_objective, run_shard
+from pipeline.tuning import FINISHED, create_storage, create_study, finished_trials, make_objective, run_shard, trial_counts
 
 
 def data(n=600, seed=0):
@@ -77,3 +77,16 @@ def test_hopeless_trials_are_pruned():
     study.enqueue_trial({"learning_rate": 0.01, "num_leaves": 8, "min_child_samples": 200, "feature_fraction": 0.4, "bagging_fraction": 0.5, "lambda_l2": 10.0})
     run_shard(study, make_objective(train_data, good, cfg.tuning.search_space), 3)
     assert study.trials[2].state.name == "PRUNED"
+    # the pruned trial counts towards n_trials=3, and is reported apart from the complete ones
+    assert len(study.trials) == 3
+    assert trial_counts(study.get_trials()) == {"finished_trials": 3, "complete_trials": 2, "pruned_trials": 1, "failed_trials": 0}
+
+
+def test_failed_trials_are_counted_but_not_finished():
+    from optuna.trial import TrialState
+
+    study = create_study(load_config(environ={}).tuning, "f", create_storage("memory"))
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.tell(study.ask(), 0.7)
+    assert trial_counts(study.get_trials()) == {"finished_trials": 1, "complete_trials": 1, "pruned_trials": 0, "failed_trials": 1}
+    assert trial_counts([]) == {"finished_trials": 0, "complete_trials": 0, "pruned_trials": 0, "failed_trials": 0}

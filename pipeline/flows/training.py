@@ -109,6 +109,7 @@ def training_flow(config_path: str | None = None, overrides: dict[str, Any] | No
         summary["numbers"] = {
             "labelled_orders": summary["labels"]["labelled_orders"], "churn_rate": summary["labels"]["churn_rate"],
             "n_features": summary["split"]["features_used"], "n_trials": summary["tuning"]["finished_trials"],
+            **{k: summary["tuning"][k] for k in ("complete_trials", "pruned_trials", "failed_trials")},
         }
         summary["model"] = step("MLflow logging + registry", log_results, run_id, mlflow_run_id, summary)
     except BaseException:
