@@ -1,14 +1,19 @@
-"""Binary-classifier evaluation: metrics and plots from predicted probabilities.
+"""Binary-classifier evaluation: metrics and plots from predicted probabilities, threshold choice, calibration.
 
 Tuning, model selection and promotion all compare models by one named metric, so
 the names and their directions live here, in one table (`METRICS`), instead of
 being repeated as string literals in every step.
+
+The decision threshold and the probability calibration are both learned on the
+validation part (never on test): a fixed 0.5 means nothing when the churn rate is
+74%, and LightGBM's scores are not probabilities of the test period's base rate.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib
 
@@ -17,7 +22,10 @@ matplotlib.use("Agg")  # headless workers: never try to open a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
+from scipy.special import expit, logit  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.isotonic import IsotonicRegression  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     average_precision_score,
     brier_score_loss,
@@ -82,6 +90,114 @@ def compute_metrics(y_true: ArrayLike, proba: ArrayLike, threshold: float = 0.5)
     return metrics
 
 
+THRESHOLD_OBJECTIVES = ("f1", "precision_at_recall", "cost")
+CALIBRATION_METHODS = ("platt", "isotonic", "none")
+
+
+def choose_threshold(y_true: ArrayLike, proba: ArrayLike, objective: str, min_recall: float = 0.5, cost_ratio: float = 1.0) -> float:
+    """The threshold (predict churn when proba >= threshold) that is best on these rows for `objective`.
+
+    - `f1`: maximise F1;
+    - `precision_at_recall`: the highest precision among thresholds whose recall is at least `min_recall`;
+    - `cost`: minimise false alarms + `cost_ratio` x missed churners (`cost_ratio` = cost of missing a
+      churner relative to a needless retention offer).
+
+    Candidates are the distinct predicted values (each is the lowest score still called churn),
+    plus "nobody", so the answer is exact on these rows; ties go to the highest threshold.
+    """
+    if objective not in THRESHOLD_OBJECTIVES:
+        raise ValueError(f"unknown threshold objective {objective!r}; allowed: {', '.join(THRESHOLD_OBJECTIVES)} (or 'fixed' in the config)")
+    y, p = _validate(y_true, proba)
+    order = np.argsort(-p, kind="mergesort")
+    scores, labels = p[order], y[order]
+    group_end = np.r_[scores[1:] != scores[:-1], True]  # predicting >= a score calls its whole tie group
+    tp = np.r_[0, np.cumsum(labels)[group_end]]
+    fp = np.r_[0, np.cumsum(1 - labels)[group_end]]
+    candidates = np.r_[np.nextafter(scores[0], np.inf), scores[group_end]]
+    positives = labels.sum()
+    fn = positives - tp
+    if objective == "f1":
+        value = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    elif objective == "precision_at_recall":
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        value = np.where(tp / positives >= min_recall, precision, -1.0)
+    else:
+        value = -(fp + cost_ratio * fn)
+    return float(candidates[int(np.argmax(value))])
+
+
+@dataclass
+class Calibrator:
+    """A monotone map from the booster's probabilities to calibrated ones, fitted on validation predictions.
+
+    `platt`: logistic regression on the log-odds (two numbers, strictly increasing, so ROC/PR AUC are
+    unchanged and it tolerates the small score shift of the refit model); `isotonic`: a
+    non-decreasing step-wise linear map (more flexible, needs thousands of rows, creates ties);
+    `none`: identity.
+    """
+
+    method: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def transform(self, proba: ArrayLike) -> np.ndarray:
+        p = np.asarray(proba, dtype=float)
+        if self.method == "platt":
+            return expit(self.params["a"] * logit(_clip(p)) + self.params["b"])
+        if self.method == "isotonic":
+            return np.interp(p, self.params["x"], self.params["y"])
+        return p
+
+    def raw_threshold(self, threshold: float) -> float:
+        """The booster output at which the calibrated probability reaches `threshold` (for users of the raw model)."""
+        if self.method == "platt":
+            return float(expit((logit(threshold) - self.params["b"]) / self.params["a"]))
+        if self.method == "isotonic":
+            x, y = np.asarray(self.params["x"]), np.asarray(self.params["y"])
+            above = np.flatnonzero(y >= threshold)
+            if not len(above):
+                return 1.0
+            j = int(above[0])
+            if j == 0:
+                return float(x[0])
+            return float(x[j - 1] + (threshold - y[j - 1]) / (y[j] - y[j - 1]) * (x[j] - x[j - 1]))
+        return float(threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": self.params}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "Calibrator":
+        return cls(method=saved["method"], params=saved.get("params", {}))
+
+
+def fit_calibrator(method: str, y_true: ArrayLike, proba: ArrayLike) -> Calibrator:
+    """Fit `method` on (validation) predictions. A Platt slope <= 0 would reverse the ranking: identity instead."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration {method!r}; allowed: {', '.join(CALIBRATION_METHODS)}")
+    y, p = _validate(y_true, proba)
+    if method == "platt":
+        fit = LogisticRegression(C=1e4, max_iter=1000).fit(logit(_clip(p)).reshape(-1, 1), y)
+        a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+        if a <= 0:
+            return Calibrator("none", {"skipped": f"Platt slope {a:.3g} <= 0: the scores do not rank the validation rows"})
+        return Calibrator("platt", {"a": a, "b": b})
+    if method == "isotonic":
+        eps = 1.0 / (len(y) + 2)  # never exactly 0 or 1: one surprise would make log loss infinite
+        iso = IsotonicRegression(y_min=eps, y_max=1 - eps, out_of_bounds="clip").fit(p, y)
+        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    return Calibrator("none")
+
+
+def calibration_report(y_true: ArrayLike, raw: ArrayLike, calibrated: ArrayLike) -> dict[str, float]:
+    """Log loss and Brier score before and after calibration, on the same rows."""
+    y, p = _validate(y_true, raw)
+    _, q = _validate(y_true, calibrated)
+    return {
+        "log_loss_before": score("log_loss", y, p), "log_loss_after": score("log_loss", y, q),
+        "brier_before": score("brier", y, p), "brier_after": score("brier", y, q),
+    }
+
+
 def save_plots(y_true: ArrayLike, proba: ArrayLike, threshold: float, out_dir: str | Path) -> dict[str, Path]:
     """Write the four diagnostic PNGs reviewers look at before trusting a metric."""
     y, p = _validate(y_true, proba)
@@ -123,6 +239,10 @@ def _validate(y_true: ArrayLike, proba: ArrayLike) -> tuple[np.ndarray, np.ndarr
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
         raise ValueError("proba must be probabilities in [0, 1] without NaN")
     return y.astype(int), p
+
+
+def _clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(p, 1e-7, 1 - 1e-7)
 
 
 def _ratio(num: int, den: int) -> float:

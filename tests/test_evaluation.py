@@ -1,9 +1,20 @@
 import numpy as np
 import pytest
+from scipy.special import expit, logit
 from sklearn.metrics import brier_score_loss, log_loss
 
 from pipeline import evaluation
-from pipeline.evaluation import METRICS, compute_metrics, metric_direction, save_plots, score
+from pipeline.evaluation import (
+    METRICS,
+    Calibrator,
+    calibration_report,
+    choose_threshold,
+    compute_metrics,
+    fit_calibrator,
+    metric_direction,
+    save_plots,
+    score,
+)
 
 Y = np.array([0, 0, 0, 1, 1, 0, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.45, 0.6, 0.9, 0.2])
@@ -76,3 +87,63 @@ def test_save_plots_writes_pngs(tmp_path):
         assert path.read_bytes()[:8] == PNG_MAGIC
         assert path.stat().st_size > 5_000
     assert not evaluation.plt.get_fignums(), "figures must be closed"
+
+
+def test_choose_threshold_f1_on_known_rows():
+    # scores 0.9 0.8 0.6 0.45 0.4 0.35 0.2 0.1 with labels 1 1 0 1 0 0 0 0:
+    # threshold 0.45 calls 4 rows, tp 3 fp 1 fn 0 -> F1 6/7, better than 0.8 (F1 4/5) and 0.9 (F1 1/2)
+    assert choose_threshold(Y, P, "f1") == 0.45
+
+
+def test_choose_threshold_precision_at_recall_and_cost():
+    # recall >= 0.5 first reached at 0.8 (2 of 3 positives) with precision 1
+    assert choose_threshold(Y, P, "precision_at_recall", min_recall=0.5) == 0.8
+    # recall 1 needs 0.45 (precision 3/4)
+    assert choose_threshold(Y, P, "precision_at_recall", min_recall=1.0) == 0.45
+    # a missed churner costs 1 false alarm: 0.45 costs 1 (fp); 0.8 costs 1 (fn): tie -> the higher threshold
+    assert choose_threshold(Y, P, "cost", cost_ratio=1.0) == 0.8
+    # expensive misses: call everyone down to 0.45 (cost 1 fp) rather than miss one (cost 10)
+    assert choose_threshold(Y, P, "cost", cost_ratio=10.0) == 0.45
+    # the top score is a non-churner and a miss costs half a false alarm: calling nobody (cost 0.5) is best
+    y, p = np.array([1, 0]), np.array([0.2, 0.9])
+    nobody = choose_threshold(y, p, "cost", cost_ratio=0.5)
+    assert nobody > p.max() and compute_metrics(y, p, nobody)["tp"] + compute_metrics(y, p, nobody)["fp"] == 0
+    with pytest.raises(ValueError, match="unknown threshold objective"):
+        choose_threshold(Y, P, "accuracy")
+
+
+def test_choose_threshold_matches_brute_force_on_random_scores():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    p = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 300), 0, 1), 2)  # rounded: many ties
+    best = max(np.unique(p), key=lambda t: (compute_metrics(y, p, t)["f1"], t))
+    assert choose_threshold(y, p, "f1") == best
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_fixes_overconfident_scores(method):
+    rng = np.random.default_rng(11)
+    true_p = rng.uniform(0.05, 0.95, 8000)
+    y = (rng.uniform(size=8000) < true_p).astype(int)
+    overconfident = expit(3 * logit(true_p) + 1.0)  # too extreme and shifted
+    fit_rows, test_rows = slice(0, 4000), slice(4000, None)
+    calibrator = fit_calibrator(method, y[fit_rows], overconfident[fit_rows])
+    report = calibration_report(y[test_rows], overconfident[test_rows], calibrator.transform(overconfident[test_rows]))
+    assert report["log_loss_after"] < report["log_loss_before"] - 0.1
+    assert report["brier_after"] < report["brier_before"]
+    assert report["log_loss_after"] == pytest.approx(log_loss(y[test_rows], true_p[test_rows]), abs=0.01)
+    # the raw threshold maps back onto the calibrated one
+    t = 0.6
+    assert calibrator.transform([calibrator.raw_threshold(t)])[0] == pytest.approx(t, abs=1e-6)
+    assert Calibrator.from_dict(calibrator.to_dict()).transform([0.3, 0.7]).tolist() == calibrator.transform([0.3, 0.7]).tolist()
+
+
+def test_platt_keeps_ranking_and_refuses_to_invert_it():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.4 * y + rng.uniform(0, 0.6, 500), 0.01, 0.99)
+    calibrated = fit_calibrator("platt", y, p).transform(p)
+    assert score("roc_auc", y, calibrated) == pytest.approx(score("roc_auc", y, p))
+    inverted = fit_calibrator("platt", y, 1 - p)
+    assert inverted.method == "none" and "slope" in inverted.params["skipped"]
+    assert fit_calibrator("none", y, p).transform(p).tolist() == p.tolist()
