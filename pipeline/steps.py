@@ -209,8 +209,17 @@ def _shard_tracking(cfg: Config, parent_run_id: str | None, name: str):
 
 
 def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any], best_iteration: int | None, out_dir: Path) -> dict[str, Any]:
-    """Refit on train + valid with the best params, evaluate on the held-out test part, explain with SHAP."""
-    from pipeline.evaluation import compute_metrics, save_plots
+    """Fit, calibrate and pick the threshold on train/valid, refit on train + valid, evaluate on test, explain with SHAP.
+
+    Calibrator and threshold need out-of-sample predictions, which the refit model has for no row.
+    So they are learned from the train-only model's predictions on valid (its early stopping and
+    the tuning also chose on valid, a small optimism for two calibration numbers) and applied
+    unchanged to the model refit on train + valid with proportionally more rounds: the scheme of
+    scikit-learn's `CalibratedClassifierCV(ensemble=False)`. The refit keeps the most recent
+    training orders (the valid part of a time split) in the model; Platt's smooth two-parameter
+    map tolerates the refit's small score shift better than a step function, hence the default.
+    """
+    from pipeline.evaluation import calibration_report, choose_threshold, compute_metrics, fit_calibrator, save_plots
     from pipeline.explain import explain
 
     X_train, y_train = load_part(art, "train")
@@ -218,22 +227,68 @@ def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any],
     X_test, y_test = load_part(art, "test")
     model = base_model(cfg)
     model.params.update(best)
-    if best_iteration is None:  # no tuning: early stopping on valid picks the number of rounds
-        best_iteration = model.fit(X_train, y_train, X_valid, y_valid).best_iteration
+    valid_raw = model.fit(X_train, y_train, X_valid, y_valid).predict_proba(X_valid)
+    best_iteration = best_iteration or model.best_iteration
+    m = cfg.model
+    calibrator = fit_calibrator(m.calibration, y_valid, valid_raw)
+    valid_proba = calibrator.transform(valid_raw)
+    threshold = m.threshold if m.threshold_objective == "fixed" else choose_threshold(y_valid, valid_proba, m.threshold_objective, m.min_recall, m.cost_ratio)
     # more rows than during early stopping: scale the number of rounds accordingly
     rounds = round(best_iteration * (len(X_train) + len(X_valid)) / len(X_train))
     model.fit_rounds(pd.concat([X_train, X_valid]), pd.concat([y_train, y_valid]), rounds)
-    proba = model.predict_proba(X_test)
-    metrics = compute_metrics(y_test.to_numpy(), proba, cfg.model.threshold)
-    plots = save_plots(y_test.to_numpy(), proba, cfg.model.threshold, out_dir / "plots")
+    raw = model.predict_proba(X_test)
+    proba = calibrator.transform(raw)
+    metrics = compute_metrics(y_test.to_numpy(), proba, threshold)
+    valid_at = compute_metrics(y_valid.to_numpy(), valid_proba, threshold)
+    threshold_info = {
+        "objective": m.threshold_objective, "value": threshold, "raw": calibrator.raw_threshold(threshold),
+        **{f"valid_{k}": valid_at[k] for k in ("f1", "precision", "recall")},
+    }
+    calibration = {**calibrator.to_dict(), "test": calibration_report(y_test, raw, proba), "valid": calibration_report(y_valid, valid_raw, valid_proba)}
+    plots = save_plots(y_test.to_numpy(), proba, threshold, out_dir / "plots")
     explanation = explain(model.booster, X_test, out_dir / "shap")
     model.save(out_dir / "model.json")
     art.put_file("model/model.json", out_dir / "model.json")
     art.put_json("metrics", metrics)
-    art.put_frame("predictions", pd.DataFrame({"y_true": y_test.to_numpy(), "proba": proba}, index=X_test.index))
+    art.put_json("calibration", calibrator.to_dict())
+    art.put_json("threshold", threshold_info)
+    art.put_frame("predictions", pd.DataFrame({"y_true": y_test.to_numpy(), "raw": raw, "proba": proba}, index=X_test.index))
     for path in [*plots.values(), explanation.summary_plot, explanation.bar_plot, explanation.importance_csv]:
         art.put_file(f"reports/{Path(path).name}", path)
-    return {"metrics": metrics, "rounds": rounds, "top_features": explanation.importance.head(10).to_dict("records")}
+    return {
+        "metrics": metrics, "rounds": rounds, "threshold": threshold_info, "calibration": calibration,
+        "top_features": explanation.importance.head(10).to_dict("records"),
+    }
+
+
+def evaluate_baselines(cfg: Config, art: RunArtifacts, out_dir: Path) -> dict[str, dict[str, float]]:
+    """Score the baselines (`pipeline.baselines`) on the model's test rows; write a table and a bar plot beside the model's."""
+    from pipeline import baselines
+    from pipeline.features import foreign_keys
+
+    spec = load_spec(cfg.data.spec)
+    key = spec.entities[spec.target.entity].index
+    orders = art.get_frame(f"tables/{spec.target.entity}")
+    parts = {part: load_part(art, part) for part in ("train", "valid", "test")}
+    y_fit = pd.concat([parts["train"][1], parts["valid"][1]])
+    fit_index, test_index = y_fit.index, parts["test"][0].index
+    value = baselines.value_column(orders, cfg.model.baseline_value_column)
+    rfm = baselines.rfm_features(orders, key, spec.target.customer_key, spec.target.time_index, value)
+    drop = [spec.target.customer_key, *spec.entities[spec.target.entity].drop, *foreign_keys(spec).get(spec.target.entity, [])]
+    own = baselines.own_columns(orders, key, drop)
+    y_test = parts["test"][1]
+    proba = {
+        "base_rate": baselines.base_rate(y_fit, len(test_index)),
+        "rfm_logreg": baselines.rfm_logreg(rfm.loc[fit_index], y_fit, rfm.loc[test_index]),
+        "own_columns_lgbm": baselines.own_columns_lgbm(
+            {part: (own.loc[X.index], y) for part, (X, y) in parts.items()}, cfg.tuning.metric, cfg.model.num_threads,
+        ),
+    }
+    scores = {name: baselines.metrics_of(y_test, p) for name, p in proba.items()}
+    baselines.save_comparison_plot(art.get_json("metrics"), scores, out_dir / "plots" / "baselines.png")
+    (out_dir / "baselines.json").write_text(json.dumps({"value_column": value, "scores": scores}, indent=2))
+    art.put_json("baselines", scores)
+    return scores
 
 
 def write_report_files(art: RunArtifacts, out_dir: Path) -> None:
@@ -251,30 +306,59 @@ def local_report_dir(cfg: Config, run_id: str) -> Path:
 # --- 8. tracking ---------------------------------------------------------------------------------
 
 
+def run_protocol(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
+    """The run's protocol fingerprint (`pipeline.protocol`) from the config, the spec files and the run's artifacts."""
+    from pipeline import protocol
+    from pipeline.spec import spec_path
+
+    spec = load_spec(cfg.data.spec)
+    key = spec.entities[spec.target.entity].index
+    sql = {spec.entities[e].query: spec.sql(e) for e in spec.entities}
+    tables = load_tables(spec, art)
+    labels = art.get_frame("labels").set_index(key)
+    test_times = labels[spec.target.time_index].reindex(art.get_frame("test").index)
+    s = cfg.split
+    split = protocol.split_protocol(s.method, test_times.min() if s.method == "time" else None, s.purge, s.test_size, s.valid_size, s.seed)
+    source = protocol.source_fingerprint(tables, {e: ent.time_index for e, ent in spec.entities.items()})
+    return protocol.fingerprint(
+        spec.name, protocol.spec_hash(spec_path(cfg.data.spec).read_text(), sql),
+        getattr(cfg.labels, "definition", "within_horizon"), cfg.labels.horizon_days, split, source,
+    )
+
+
 def open_tracking_run(cfg: Config, run_id: str) -> str:
-    """Create the MLflow run of this pipeline run, with the (redacted) config as params."""
+    """Create the MLflow run of this pipeline run: the (redacted) config as params, the protocol fingerprint as tags."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import protocol, tracking
 
+    art = run_artifacts(cfg, run_id)
+    fingerprint = run_protocol(cfg, art)
+    art.put_json("protocol", fingerprint)
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     with mlflow.start_run(run_name=f"train-{run_id}") as run:
         tracking.log_params(cfg.model_dump())
         mlflow.set_tags({"pipeline_run_id": run_id, "dataset_spec": cfg.data.spec, "source_db": describe_url(cfg.data.url)})
+        mlflow.set_tags(protocol.to_tags(fingerprint))
+        mlflow.log_dict(fingerprint, "protocol.json")
     return run.info.run_id
 
 
 def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Metrics, plots, tables and the model into the run; register it; move `champion` if it is better."""
+    """Metrics, baselines, plots, tables and the model into the run; register it; move the alias only by `pipeline.selection`."""
     import mlflow
 
-    from pipeline import tracking
-    from pipeline.evaluation import metric_direction
+    from pipeline import protocol, selection, tracking
+    from pipeline.evaluation import metric_direction, score
 
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    metrics = summary["metrics"]
+    metrics, metric, t = summary["metrics"], cfg.tuning.metric, cfg.tracking
+    baseline_scores = summary.get("baselines", {})
     model = LightGBMModel.load(out_dir / "model.json")
-    X_test, _ = load_part(art, "test")
+    X_test, y_test = load_part(art, "test")
+    fingerprint = art.get_json("protocol")
+    threshold = summary["threshold"]
+    calibration = summary["calibration"]
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_metrics({k: float(v) for k, v in summary.get("numbers", {}).items()})
@@ -286,15 +370,43 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
         info = tracking.log_model(model.booster, X_test.head(50))
         promotion = tracking.register_and_promote(
-            info.model_uri, cfg.tracking.registered_model, cfg.tuning.metric,
-            float(metrics[cfg.tuning.metric]), metric_direction(cfg.tuning.metric), cfg.tracking.champion_alias,
+            info.model_uri, t.registered_model, version_tags, X_test,
+            score_rows=lambda proba: score(metric, y_test, proba),
+            decide=lambda champion: selection.decide(
+                metric, direction, float(metrics[metric]), {n: v[metric] for n, v in baseline_scores.items()},
+                champion, t.promotion_margin, partial, t.promote_partial,
+            ),
+            alias=t.champion_alias,
+        mlflow.log_metrics({f"baseline_{name}_{k}": v for name, values in baseline_scores.items() for k, v in values.items()})
+        mlflow.log_metrics({f"calibration_test_{k}": v for k, v in calibration["test"].items()})
+        mlflow.log_metrics({"threshold": threshold["value"], "threshold_raw": threshold["raw"]})
         )
-        mlflow.set_tags({"model_version": str(promotion.version), "champion": str(promotion.promoted)})
+        mlflow.log_dict(art.get_json("calibration"), "calibration.json")
+        mlflow.log_dict(threshold, "threshold.json")
+        decision = promotion.decision
+        for warning in decision.warnings:
+            log.warning("%s v%s not promoted: %s", t.registered_model, promotion.version, warning)
+        mlflow.log_dict({**decision.to_dict(), "rows": len(X_test), "version": promotion.version}, "promotion.json")
+        if decision.champion_score is not None:
+            mlflow.log_metric(f"champion_{metric}_same_rows", decision.champion_score)
+        mlflow.set_tags({
+            "model_version": str(promotion.version), "champion": str(promotion.promoted),
+            "promotion.decision": "promoted" if promotion.promoted else "not promoted", "promotion.reason": decision.reason[:5000],
+        })
     return {
         "model_uri": info.model_uri,
-        "registered_model": cfg.tracking.registered_model,
+        "registered_model": t.registered_model,
+        if (out_dir / "baselines.json").exists():
+            mlflow.log_artifact(str(out_dir / "baselines.json"))
         "version": promotion.version,
         "promoted": promotion.promoted,
+        version_tags = {
+            **protocol.to_tags(fingerprint), f"test_{metric}": repr(float(metrics[metric])),
+            "threshold": repr(threshold["value"]), "threshold_raw": repr(threshold["raw"]),
+            "threshold_objective": threshold["objective"], "calibration": calibration["method"],
+        }
+        partial = selection.partial_run(summary["tuning"]["finished_trials"], cfg.tuning.n_trials)
+        direction = metric_direction(metric)
         "previous_champion": promotion.previous_champion_version,
     }
 
@@ -303,3 +415,4 @@ def fail_tracking_run(cfg: Config, mlflow_run_id: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(cfg.tracking.tracking_uri).set_terminated(mlflow_run_id, "FAILED")
+        "promotion": {**decision.to_dict(), "rows": len(X_test)},

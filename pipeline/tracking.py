@@ -1,4 +1,4 @@
-"""MLflow tracking and registry helpers (MLflow 3): setup, safe params, model logging, champion promotion.
+"""MLflow tracking and registry helpers (MLflow 3): setup, safe params, model logging, champion vs challenger.
 
 Works the same against a local `sqlite:///` store and an `http://` tracking
 server, because everything goes through the public fluent API and `MlflowClient`
@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import lightgbm
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -35,6 +35,10 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from sqlalchemy.engine import make_url
+
+from pipeline import protocol
+from pipeline.evaluation import Calibrator
+from pipeline.selection import ChampionScore, Decision, incomparable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ DB_SCHEMES = {"postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s/]+@")
 _TRUNCATED = "...[truncated]"
 EXAMPLE_ROWS = 5
+MAX_TAG_CHARS = 5000  # MLflow's limit for a model version tag value
 # Explicit requirements: letting MLflow infer them runs the model in a subprocess (about 30 s on 2 busy cores).
 MODEL_REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scipy")
 
@@ -54,7 +59,7 @@ class PromotionResult:
     version: int
     promoted: bool
     previous_champion_version: int | None
-    previous_value: float | None
+    decision: Decision
 
 
 def redact(params: Mapping[str, Any]) -> dict[str, str]:
@@ -126,39 +131,76 @@ def serving_frame(X: pd.DataFrame) -> pd.DataFrame:
 def register_and_promote(
     model_uri: str,
     registered_name: str,
-    metric_name: str,
-    metric_value: float,
-    direction: str,
+    tags: Mapping[str, str],
+    X_rows: pd.DataFrame,
+    score_rows: Callable[[np.ndarray], float],
+    decide: Callable[[ChampionScore | None], Decision],
     alias: str = "champion",
 ) -> PromotionResult:
-    """Register `model_uri` as a new version and move `alias` to it only if it strictly beats the champion.
+    """Register `model_uri` as a new version with `tags`, judge it against the champion, move `alias` only if `decide` says so.
 
-    The metric is stored as the version tag `test_<metric_name>`, so the next run
-    can compare against the champion without finding its training run. A
-    champion without that tag (e.g. the tuning metric was changed) cannot be
-    compared; the new version is then promoted, with a warning.
+    The champion is scored with `score_rows` on `X_rows` (the challenger's test rows and features),
+    unless its `protocol.*` tags say the two models answer different questions (see
+    `pipeline.selection.incomparable`) or it needs features the challenger's matrix lacks; the
+    reason then goes to `decide`. The decision is stored on the new version (`promotion`,
+    `promotion_reason` tags) whatever it is.
     """
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    if not math.isfinite(metric_value):
-        raise ValueError(f"refusing to register a model with non-finite {metric_name}={metric_value}")
-    tag = f"test_{metric_name}"
-    new = mlflow.register_model(model_uri, registered_name, tags={tag: repr(float(metric_value))})
+    new = mlflow.register_model(model_uri, registered_name, tags=dict(tags))
     client = MlflowClient()
-    champion = _current_champion(client, registered_name, alias)
-    previous_version = int(champion.version) if champion else None
-    previous_value = float(champion.tags[tag]) if champion and tag in champion.tags else None
-    if champion and previous_value is None:
-        log.warning("%s v%s has no %s tag; promoting without comparison", registered_name, previous_version, tag)
-    promoted = previous_value is None or _beats(metric_value, previous_value, direction)
-    if promoted:
+    current = _current_champion(client, registered_name, alias)
+    champion = None if current is None else champion_on_rows(current, protocol.from_tags(tags), X_rows, score_rows)
+    decision = decide(champion)
+    if decision.promote:
         client.set_registered_model_alias(registered_name, alias, new.version)
-    log.info(
-        "%s v%s: %s=%s, champion v%s had %s; %s",
-        registered_name, new.version, metric_name, metric_value, previous_version, previous_value,
-        f"now @{alias}" if promoted else "not promoted",
-    )
-    return PromotionResult(int(new.version), promoted, previous_version, previous_value)
+    client.set_model_version_tag(registered_name, new.version, "promotion", "promoted" if decision.promote else "not promoted")
+    client.set_model_version_tag(registered_name, new.version, "promotion_reason", decision.reason[:MAX_TAG_CHARS])
+    log.info("%s v%s: %s (%s)", registered_name, new.version, f"now @{alias}" if decision.promote else "not promoted", decision.reason)
+    return PromotionResult(int(new.version), decision.promote, champion.version if champion else None, decision)
+
+
+def champion_on_rows(
+    version: ModelVersion, challenger_fingerprint: Mapping[str, str], X_rows: pd.DataFrame, score_rows: Callable[[np.ndarray], float]
+) -> ChampionScore:
+    """The champion's score on the challenger's rows (booster + its run's calibrator), or why it was not scored."""
+    fingerprint = protocol.from_tags(version.tags)
+    reasons = incomparable(fingerprint, challenger_fingerprint)
+    if reasons:
+        return ChampionScore(int(version.version), fingerprint, not_scored_because="; ".join(reasons))
+    booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
+    aligned = aligned_features(X_rows, booster)
+    if isinstance(aligned, str):
+        return ChampionScore(int(version.version), fingerprint, not_scored_because=aligned)
+    proba = _run_calibrator(version).transform(booster.predict(aligned))
+    return ChampionScore(int(version.version), fingerprint, score=float(score_rows(proba)))
+
+
+def aligned_features(X: pd.DataFrame, booster: lightgbm.Booster) -> pd.DataFrame | str:
+    """`X`'s columns in the booster's order, or why that is impossible.
+
+    LightGBM stores feature names with whitespace replaced by `_` and predicts by position, so
+    columns are matched by that spelling and reordered; a missing feature or a different number
+    of categorical columns makes the champion unscorable on these rows.
+    """
+    by_name = {re.sub(r"\s", "_", str(col)): col for col in X.columns}
+    needed = booster.feature_name()
+    missing = [name for name in needed if name not in by_name]
+    if missing:
+        return f"the champion uses {len(missing)} feature(s) missing from the challenger's matrix (e.g. {missing[:3]})"
+    frame = X[[by_name[name] for name in needed]]
+    expected = len(booster.pandas_categorical or [])
+    if len(_category_columns(frame)) != expected:
+        return f"the champion has {expected} categorical feature(s), the challenger's matrix {len(_category_columns(frame))} among them"
+    return frame
+
+
+def _run_calibrator(version: ModelVersion) -> Calibrator:
+    """The calibrator logged by the version's training run (`calibration.json`); identity, with a warning, if there is none."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="calibration.json")
+    except (MlflowException, OSError) as exc:
+        log.warning("%s v%s: no calibration.json in run %s (%s); scoring its raw probabilities", version.name, version.version, version.run_id, exc)
+        return Calibrator()
+    return Calibrator.from_dict(json.loads(Path(path).read_text()))
 
 
 def log_artifacts_dir(path: str | Path, artifact_path: str | None = None) -> None:
@@ -239,10 +281,6 @@ def _current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersi
     """
     aliases = client.get_registered_model(name).aliases
     return client.get_model_version_by_alias(name, alias) if alias in aliases else None
-
-
-def _beats(new: float, old: float, direction: str) -> bool:
-    return new > old if direction == "maximize" else new < old
 
 
 def _category_columns(X: pd.DataFrame) -> list[str]:

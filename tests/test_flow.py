@@ -7,8 +7,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.steps import run_artifacts
 from pipeline.config import load_config
+from pipeline.steps import run_artifacts
 from tests.helpers import write_small_source
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def overrides(work: Path, source: str, n_trials: int) -> dict:
     }
 
 
-def test_training_flow_end_to_end(tmp_path):
+def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tmp_path):
     from pipeline.flows.training import training_flow
 
     source = f"sqlite:///{tmp_path}/source.db"
@@ -58,3 +58,24 @@ def test_training_flow_end_to_end(tmp_path):
     X_test = art.get_frame("test").drop(columns=["churn"])
     assert model.predict(X_test).shape == (len(X_test),)
     assert json.loads((reports / "feature_descriptions.json").read_text())
+    # baselines on the same rows, threshold and calibration from valid, the decision and its reason
+    assert set(summary["baselines"]) == {"base_rate", "rfm_logreg", "own_columns_lgbm"}
+    assert run.data.metrics["baseline_base_rate_roc_auc"] == 0.5 and (reports / "plots" / "baselines.png").stat().st_size > 0
+    assert summary["metrics"]["threshold"] == summary["threshold"]["value"] == run.data.metrics["threshold"]
+    assert summary["calibration"]["method"] == "platt"
+    first = summary["model"]["promotion"]
+    assert first["promote"] and "no champion yet" in first["reason"]
+    assert champion.tags["protocol.split.method"] == "time" and champion.tags["protocol.labels.horizon_days"] == "90"
+    assert float(champion.tags["threshold"]) == summary["threshold"]["value"]
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "promotion.json", str(tmp_path))).read_text())
+    assert logged["promote"] and logged["rows"] == summary["split"]["test_rows"]
+
+    # a random split answers another question: registered, never compared, the alias stays
+    random_over = {**over, "split": {**over["split"], "method": "random"}, "tuning": {**over["tuning"], "n_trials": 2}}
+    second = training_flow(overrides=random_over)
+    decision = second["model"]["promotion"]
+    assert second["model"]["version"] == 2 and not second["model"]["promoted"]
+    assert decision["comparable"] is False and "split.method differs (champion 'time', challenger 'random')" in decision["reason"]
+    assert int(client.get_model_version_by_alias(cfg.tracking.registered_model, "champion").version) == 1
+    v2 = client.get_model_version(cfg.tracking.registered_model, "2")
+    assert v2.tags["promotion"] == "not promoted" and "split.method differs" in v2.tags["promotion_reason"]

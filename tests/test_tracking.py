@@ -6,8 +6,18 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.tracking import MASK, log_model, redact, register_and_promote, serving_frame, setup
+from pipeline import protocol, tracking
+from pipeline.evaluation import Calibrator, score
+from pipeline.selection import decide
+from pipeline.tracking import (
+    MASK,
+    aligned_features,
+    log_model,
+    redact,
+    register_and_promote,
+    serving_frame,
+    setup,
+)
 
 PASSWORD = "hunter2"
 
@@ -85,43 +95,93 @@ def test_logged_params_are_redacted(store):
     assert stored == logged == {"data.url": f"mysql+pymysql://u:{MASK}@127.0.0.1/aw", "seed": "7"}
 
 
-def test_champion_moves_only_on_strict_improvement(store):
+def _trained(X: pd.DataFrame, y: pd.Series, rounds: int = 10) -> lgb.Booster:
+    params = {"objective": "binary", "num_leaves": 5, "verbosity": -1, "num_threads": 1, "seed": 0}
+    return lgb.train(params, lgb.Dataset(X, y), num_boost_round=rounds)
+
+
+def _logged(booster: lgb.Booster, X: pd.DataFrame, calibrator: Calibrator | None = None) -> str:
+    with mlflow.start_run():
+        uri = log_model(booster, X).model_uri
+        mlflow.log_dict((calibrator or Calibrator()).to_dict(), "calibration.json")
+    return uri
+
+
+def _tags(method: str = "time", test_start: str = "2014-01-01T00:00:00") -> dict[str, str]:
+    split = protocol.split_protocol(method, pd.Timestamp(test_start), True, 0.2, 0.2, 42)
+    fp = protocol.fingerprint("adventureworks", "h1", "within_horizon", 180, split, {"hash": "s1"})
+    return protocol.to_tags(fp)
+
+
+def _promote(uri: str, name: str, X: pd.DataFrame, y: pd.Series, challenger: float, tags: dict[str, str] | None = None, baselines=None):
+    return register_and_promote(
+        uri, name, tags or _tags(), X,
+        score_rows=lambda proba: score("roc_auc", y, proba),
+        decide=lambda champion: decide("roc_auc", "maximize", challenger, baselines or {}, champion, 0.002),
+    )
+
+
+def test_champion_moves_only_when_it_loses_on_the_same_rows(store):
     setup(store[0], "exp-registry", artifact_location=store[1])
     booster, X = _booster(categorical=False)
-    with mlflow.start_run():
-        info = log_model(booster, X)
-    assert info.model_uri.startswith("models:/m-")
+    y = (X.iloc[:, 0] > 0).astype(int)
+    good = _logged(booster, X, Calibrator("platt", {"a": 2.0, "b": 0.1}))
     name = "churn-test"
 
-    first = register_and_promote(info.model_uri, name, "roc_auc", 0.80, "maximize")
-    assert first == tracking.PromotionResult(1, True, None, None)
-    worse = register_and_promote(info.model_uri, name, "roc_auc", 0.75, "maximize")
-    assert worse == tracking.PromotionResult(2, False, 1, 0.80)
-    tie = register_and_promote(info.model_uri, name, "roc_auc", 0.80, "maximize")
-    assert not tie.promoted
-    better = register_and_promote(info.model_uri, name, "roc_auc", 0.85, "maximize")
-    assert better == tracking.PromotionResult(4, True, 1, 0.80)
+    blocked = _promote(good, name, X, y, 0.9, baselines={"rfm_logreg": 0.95})
+    assert (blocked.version, blocked.promoted, blocked.previous_champion_version) == (1, False, None)
+    assert "'rfm_logreg' is not beaten" in blocked.decision.reason
+    first = _promote(good, name, X, y, 0.9, baselines={"rfm_logreg": 0.7})
+    assert (first.version, first.promoted) == (2, True)
+    champion_auc = score("roc_auc", y, booster.predict(X))  # platt keeps the ranking: same AUC as raw
+
+    worse = _promote(good, name, X, y, champion_auc - 0.05)
+    assert (worse.version, worse.promoted, worse.previous_champion_version) == (3, False, 2)
+    assert worse.decision.champion_score == pytest.approx(champion_auc) and worse.decision.comparable
+    tie = _promote(good, name, X, y, champion_auc + 0.001)  # within the margin
+    assert not tie.promoted and "not beaten on the same rows" in tie.decision.reason
+    better = _promote(good, name, X, y, champion_auc + 0.01)
+    assert (better.version, better.promoted, better.previous_champion_version) == (5, True, 2)
 
     client = MlflowClient()
-    assert int(client.get_model_version_by_alias(name, "champion").version) == 4
-    assert client.get_model_version(name, "2").tags["test_roc_auc"] == "0.75"
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 5
+    v3 = client.get_model_version(name, "3")
+    assert v3.tags["promotion"] == "not promoted" and "champion v2" in v3.tags["promotion_reason"]
+    assert v3.tags["protocol.split.method"] == "time" and v3.tags["protocol.spec.hash"] == "h1"
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     np.testing.assert_allclose(np.asarray(model.predict(X.head(20))).ravel(), booster.predict(X.head(20)))
 
 
-def test_minimize_direction_and_argument_checks(store):
+def test_incomparable_or_unscorable_champion_keeps_the_alias(store):
     setup(store[0], "exp-registry", artifact_location=store[1])
     booster, X = _booster(categorical=False)
-    with mlflow.start_run():
-        uri = log_model(booster, X).model_uri
-    assert register_and_promote(uri, "churn-min", "log_loss", 0.50, "minimize", alias="best").promoted
-    assert register_and_promote(uri, "churn-min", "log_loss", 0.40, "minimize", alias="best").promoted
-    assert not register_and_promote(uri, "churn-min", "log_loss", 0.45, "minimize", alias="best").promoted
-    with pytest.raises(ValueError, match="direction"):
-        register_and_promote(uri, "churn-min", "log_loss", 0.1, "lower")
-    with pytest.raises(ValueError, match="non-finite"):
-        register_and_promote(uri, "churn-min", "log_loss", float("nan"), "minimize")
+    y = (X.iloc[:, 0] > 0).astype(int)
+    name = "churn-guarded"
+    assert _promote(_logged(booster, X), name, X, y, 0.9).promoted
+
+    random_split = _promote(_logged(booster, X), name, X, y, 0.99, tags=_tags(method="random"))
+    assert not random_split.promoted and random_split.decision.comparable is False
+    assert "split.method differs (champion 'time', challenger 'random')" in random_split.decision.reason
+    earlier_test = _promote(_logged(booster, X), name, X, y, 0.99, tags=_tags(test_start="2013-06-01T00:00:00"))
+    assert not earlier_test.promoted and "seen part of the challenger's test rows" in earlier_test.decision.reason
+
+    renamed = X.rename(columns={"noise": "other"})
+    missing = _promote(_logged(_trained(renamed, y), renamed), name, renamed, y, 0.99)
+    assert not missing.promoted and "1 feature(s) missing from the challenger's matrix (e.g. ['noise'])" in missing.decision.reason
+    assert int(MlflowClient().get_model_version_by_alias(name, "champion").version) == 1
+
+
+def test_aligned_features_reorders_and_matches_lightgbm_spelling():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a b": rng.normal(size=100), "c": rng.normal(size=100)})
+    y = (X["a b"] > 0).astype(int)
+    booster = _trained(X, y)
+    assert booster.feature_name() == ["a_b", "c"]
+    shuffled = X[["c", "a b"]]
+    np.testing.assert_allclose(booster.predict(aligned_features(shuffled, booster)), booster.predict(X))
+    with_category = X.assign(c=pd.Categorical(np.where(X["c"] > 0, "x", "y")))
+    assert "categorical" in aligned_features(with_category, booster)
 
 
 def test_categorical_model_loads_with_lightgbm_flavour(store, tmp_path):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from pipeline.data.db import DataSourceError, connect, make_engine
+from pipeline.data.db import DataSourceError, connect, describe_url, make_engine
 from pipeline.data.sql_guard import UnsafeQueryError, check_read_only, sqlglot_dialect
 from pipeline.spec import DatasetSpec, SpecError
 
@@ -59,7 +59,10 @@ def read_only_url(url: str) -> str:
         return url
     database = parsed.database
     if not database.startswith("file:"):
-        database = Path(database).expanduser().resolve().as_uri()
+        path = Path(database).expanduser().resolve()
+        if not path.is_file():
+            raise DataSourceError(f"the source database file {path} does not exist (data.url {describe_url(url)})")
+        database = path.as_uri()
     return parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"}).render_as_string(
         hide_password=False
     )
@@ -80,6 +83,15 @@ def checked_queries(spec: DatasetSpec, backend: str) -> dict[str, str]:
             ) from None
         queries[entity] = sql
     return queries
+
+
+def _backend(url: str) -> str:
+    """The URL's database backend (sqlite, postgresql, mysql, ...), without connecting."""
+    try:
+        return make_url(url).get_backend_name()
+    except ArgumentError:
+        make_engine(url)  # raises the DataSourceError that explains the URL format
+        raise
 
 
 def read_only_engine(url: str) -> sa.Engine:
@@ -158,10 +170,10 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
     """Check every query, then run them on one read-only connection and validate the results as a whole."""
+    queries = checked_queries(spec, _backend(url))
     engine = read_only_engine(url)
     tables: dict[str, pd.DataFrame] = {}
     try:
-        queries = checked_queries(spec, engine.dialect.name)
         with connect(engine) as conn:
             for entity, sql in queries.items():
                 started = time.perf_counter()

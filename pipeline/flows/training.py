@@ -65,6 +65,12 @@ def final_fit_and_evaluate(cfg: Config, run_id: str, best: dict[str, Any], best_
     return steps.final_fit_and_evaluate(cfg, art, best, best_iteration, steps.local_report_dir(cfg, run_id))
 
 
+@task
+def evaluate_baselines(cfg: Config, run_id: str) -> dict[str, dict[str, float]]:
+    art = steps.run_artifacts(cfg, run_id)
+    return steps.evaluate_baselines(cfg, art, steps.local_report_dir(cfg, run_id))
+
+
 @task(retries=2, retry_delay_seconds=5)
 def log_results(cfg: Config, run_id: str, mlflow_run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     art = steps.run_artifacts(cfg, run_id)
@@ -104,7 +110,8 @@ def training_flow(config_path: str | None = None, overrides: dict[str, Any] | No
     try:
         summary["tuning"] = step("tuning", tune, run_id, config_path, overrides, mlflow_run_id)
         result = step("final fit + evaluation + SHAP", final_fit_and_evaluate, run_id, summary["tuning"]["best_params"], summary["tuning"]["best_iteration"])
-        summary.update(metrics=result["metrics"], top_features=result["top_features"], final_rounds=result["rounds"])
+        summary.update({key: result[key] for key in ("metrics", "threshold", "calibration", "top_features")}, final_rounds=result["rounds"])
+        summary["baselines"] = step("baselines", evaluate_baselines, run_id)
         summary["timings"] = timings
         summary["numbers"] = {
             "labelled_orders": summary["labels"]["labelled_orders"], "churn_rate": summary["labels"]["churn_rate"],
