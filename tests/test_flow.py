@@ -34,7 +34,10 @@ def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tm
     summary = training_flow(overrides=over)
 
     assert 0.5 < summary["metrics"]["roc_auc"] <= 1.0
-    assert summary["tuning"]["finished_trials"] >= 4
+    tuning = summary["tuning"]
+    assert tuning["finished_trials"] >= 4 and tuning["failed_trials"] == 0
+    assert tuning["complete_trials"] + tuning["pruned_trials"] == tuning["finished_trials"]  # pruned ones count
+    assert (summary["labels"]["definition"], summary["labels"]["horizon_days"]) == ("within_horizon", 90)
     assert summary["features"]["features"] > 20 and summary["split"]["purged_train_rows"] >= 0
     # data went through the artifact store, with a manifest written last and intact
     cfg = load_config(overrides=over)
@@ -51,6 +54,7 @@ def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tm
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert abs(run.data.metrics["test_roc_auc"] - summary["metrics"]["roc_auc"]) < 1e-9
+    assert {k: run.data.metrics[k] for k in ("complete_trials", "pruned_trials")} == {k: tuning[k] for k in ("complete_trials", "pruned_trials")}
     assert run.data.params["tuning.n_trials"] == "4"
     champion = client.get_model_version_by_alias(cfg.tracking.registered_model, "champion")
     assert int(champion.version) == summary["model"]["version"] == 1
