@@ -77,12 +77,12 @@ class ModelConfig(Section):
     num_boost_round: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(50, ge=1)
     threshold: float = Field(0.5, gt=0, lt=1)
-    num_threads: int = Field(0, ge=0, description="0: cores / workers on this host")
     threshold_objective: Literal["f1", "precision_at_recall", "cost", "fixed"] = "f1"
     min_recall: float = Field(0.5, gt=0, le=1)
     cost_ratio: float = Field(1.0, gt=0)
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     baseline_value_column: str | None = None
+    num_threads: int = Field(0, ge=0, description="0: cores / workers on this host")
 
 
 class SearchParam(Section):
@@ -128,9 +128,9 @@ class TrackingConfig(Section):
     experiment: str = "churn-{spec}"
     registered_model: str = "churn-{spec}"
     champion_alias: str = "champion"
-
     promotion_margin: float = Field(0.002, ge=0)
     promote_partial: bool = False
+
 
 class StorageConfig(Section):
     uri: str = "{work_dir}/artifacts"
