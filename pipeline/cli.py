@@ -93,6 +93,31 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _decision_lines(summary: dict[str, Any]) -> list[str]:
+    """Threshold, calibration, baselines and the promotion decision with its reason."""
+    lines = []
+    if t := summary.get("threshold"):
+        m = summary["metrics"]
+        lines.append(
+            f"  threshold   {t['value']:.3f} ({t['objective']}, from valid; raw booster output {t['raw']:.3f}): "
+            f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f} on test"
+        )
+    if c := summary.get("calibration"):
+        test = c["test"]
+        lines.append(
+            f"  calibration {c['method']}: test log loss {test['log_loss_before']:.4f} -> {test['log_loss_after']:.4f}, "
+            f"Brier {test['brier_before']:.4f} -> {test['brier_after']:.4f}"
+        )
+    promotion = summary.get("model", {}).get("promotion")
+    if baselines := summary.get("baselines"):
+        metric = promotion["metric"] if promotion else "roc_auc"
+        scores = ", ".join(f"{name} {values[metric]:.4f}" for name, values in baselines.items())
+        lines.append(f"  baselines   test {metric}: {scores} (model {summary['metrics'][metric]:.4f})")
+    if promotion:
+        lines.append(f"  promotion   {'PROMOTED' if promotion['promote'] else 'NOT promoted'}: {promotion['reason']}")
+    return lines
+
+
 def cmd_generate_data(args: argparse.Namespace) -> int:
     _bootstrap(args)
     from pipeline.data.synthetic import write_synthetic
@@ -141,31 +166,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     import time
-def _decision_lines(summary: dict[str, Any]) -> list[str]:
-    """Threshold, calibration, baselines and the promotion decision with its reason."""
-    lines = []
-    if t := summary.get("threshold"):
-        m = summary["metrics"]
-        lines.append(
-            f"  threshold   {t['value']:.3f} ({t['objective']}, from valid; raw booster output {t['raw']:.3f}): "
-            f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f} on test"
-        )
-    if c := summary.get("calibration"):
-        test = c["test"]
-        lines.append(
-            f"  calibration {c['method']}: test log loss {test['log_loss_before']:.4f} -> {test['log_loss_after']:.4f}, "
-            f"Brier {test['brier_before']:.4f} -> {test['brier_after']:.4f}"
-        )
-    promotion = summary.get("model", {}).get("promotion")
-    if baselines := summary.get("baselines"):
-        metric = promotion["metric"] if promotion else "roc_auc"
-        scores = ", ".join(f"{name} {values[metric]:.4f}" for name, values in baselines.items())
-        lines.append(f"  baselines   test {metric}: {scores} (model {summary['metrics'][metric]:.4f})")
-    if promotion:
-        lines.append(f"  promotion   {'PROMOTED' if promotion['promote'] else 'NOT promoted'}: {promotion['reason']}")
-    return lines
-
-
 
     with get_client(sync_client=True) as client:
         while not (state := client.read_flow_run(run.id).state) or not state.is_final():

@@ -362,13 +362,27 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_metrics({k: float(v) for k, v in summary.get("numbers", {}).items()})
+        mlflow.log_metrics({f"baseline_{name}_{k}": v for name, values in baseline_scores.items() for k, v in values.items()})
+        mlflow.log_metrics({f"calibration_test_{k}": v for k, v in calibration["test"].items()})
+        mlflow.log_metrics({"threshold": threshold["value"], "threshold_raw": threshold["raw"]})
         mlflow.log_dict(summary.get("timings", {}), "timings.json")
+        mlflow.log_dict(art.get_json("calibration"), "calibration.json")
+        mlflow.log_dict(threshold, "threshold.json")
         write_report_files(art, out_dir)
         tracking.log_artifacts_dir(out_dir / "plots", "plots")
         tracking.log_artifacts_dir(out_dir / "shap", "shap")
         mlflow.log_artifact(str(out_dir / "feature_descriptions.json"), "features")
+        if (out_dir / "baselines.json").exists():
+            mlflow.log_artifact(str(out_dir / "baselines.json"))
         mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
         info = tracking.log_model(model.booster, X_test.head(50))
+        version_tags = {
+            **protocol.to_tags(fingerprint), f"test_{metric}": repr(float(metrics[metric])),
+            "threshold": repr(threshold["value"]), "threshold_raw": repr(threshold["raw"]),
+            "threshold_objective": threshold["objective"], "calibration": calibration["method"],
+        }
+        partial = selection.partial_run(summary["tuning"]["finished_trials"], cfg.tuning.n_trials)
+        direction = metric_direction(metric)
         promotion = tracking.register_and_promote(
             info.model_uri, t.registered_model, version_tags, X_test,
             score_rows=lambda proba: score(metric, y_test, proba),
@@ -377,12 +391,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
                 champion, t.promotion_margin, partial, t.promote_partial,
             ),
             alias=t.champion_alias,
-        mlflow.log_metrics({f"baseline_{name}_{k}": v for name, values in baseline_scores.items() for k, v in values.items()})
-        mlflow.log_metrics({f"calibration_test_{k}": v for k, v in calibration["test"].items()})
-        mlflow.log_metrics({"threshold": threshold["value"], "threshold_raw": threshold["raw"]})
         )
-        mlflow.log_dict(art.get_json("calibration"), "calibration.json")
-        mlflow.log_dict(threshold, "threshold.json")
         decision = promotion.decision
         for warning in decision.warnings:
             log.warning("%s v%s not promoted: %s", t.registered_model, promotion.version, warning)
@@ -396,18 +405,10 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
     return {
         "model_uri": info.model_uri,
         "registered_model": t.registered_model,
-        if (out_dir / "baselines.json").exists():
-            mlflow.log_artifact(str(out_dir / "baselines.json"))
         "version": promotion.version,
         "promoted": promotion.promoted,
-        version_tags = {
-            **protocol.to_tags(fingerprint), f"test_{metric}": repr(float(metrics[metric])),
-            "threshold": repr(threshold["value"]), "threshold_raw": repr(threshold["raw"]),
-            "threshold_objective": threshold["objective"], "calibration": calibration["method"],
-        }
-        partial = selection.partial_run(summary["tuning"]["finished_trials"], cfg.tuning.n_trials)
-        direction = metric_direction(metric)
         "previous_champion": promotion.previous_champion_version,
+        "promotion": {**decision.to_dict(), "rows": len(X_test)},
     }
 
 
@@ -415,4 +416,3 @@ def fail_tracking_run(cfg: Config, mlflow_run_id: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(cfg.tracking.tracking_uri).set_terminated(mlflow_run_id, "FAILED")
-        "promotion": {**decision.to_dict(), "rows": len(X_test)},
