@@ -35,6 +35,53 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, parse_sets(args.set))
 
 
+def run_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The user's config file and `--set`s as one mapping, which is what a flow run receives.
+
+    A flow run's parameters are stored by Prefect and shown by its API, so they must carry
+    neither a file path (the worker may not have the file) nor a secret.
+    """
+    from pipeline.config import deep_merge, read_config_file
+
+    file_part = read_config_file(Path(args.config)) if args.config else {}
+    return deep_merge(file_part, parse_sets(args.set)) or None
+
+
+def move_secrets_to_environment(overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Take secret values (URLs with passwords, secret-named keys) out of `overrides` and put them in
+    this process's `PIPELINE__*` environment, which the flow (and its local shards) read instead."""
+    import copy
+    import os
+
+    from pipeline.config import ENV_PREFIX
+    from pipeline.masking import secret_paths
+
+    if not overrides:
+        return overrides
+    public = copy.deepcopy(overrides)
+    for path, value in list(secret_paths(overrides)):
+        os.environ[ENV_PREFIX + "__".join(p.upper() for p in path)] = str(value)
+        node = public
+        for part in path[:-1]:
+            node = node[part]
+        del node[path[-1]]
+    return public or None
+
+
+def refuse_secrets(overrides: dict[str, Any] | None) -> None:
+    """A deployment run's parameters are stored by Prefect: a secret there is readable by every API user."""
+    from pipeline.config import ENV_PREFIX
+    from pipeline.masking import secret_paths
+
+    found = [".".join(path) for path, _ in secret_paths(overrides or {})]
+    if found:
+        names = ", ".join(f"{key} (env {ENV_PREFIX}{key.upper().replace('.', '__')})" for key in found)
+        raise SystemExit(
+            f"error: {', '.join(found)} would carry a password or key into the flow run's parameters, which Prefect "
+            f"stores and shows to every API user. Set it in the workers' environment instead: {names}"
+        )
+
+
 def _bootstrap(args: argparse.Namespace) -> None:
     """Prefect environment defaults first (before Prefect is imported), then logging."""
     from pipeline.logs import prefect_environment, setup_logging
@@ -50,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validates before Prefect starts
     if cfg.tuning.dispatch == "prefect":
         _require_prefect_server()
-    summary = training_flow(config_path=args.config, overrides=parse_sets(args.set) or None, run_id=args.run_id)
+    overrides = move_secrets_to_environment(run_overrides(args))
+    summary = training_flow(overrides=overrides, run_id=args.run_id)
     print_summary(summary)
     return 0
 
@@ -160,8 +208,9 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from prefect.deployments import run_deployment
 
     _require_prefect_server()
-    params = {"config_path": args.config, "overrides": parse_sets(args.set) or None}
-    run = run_deployment(name=args.deployment, parameters=params, timeout=0)
+    overrides = run_overrides(args)
+    refuse_secrets(overrides)
+    run = run_deployment(name=args.deployment, parameters={"overrides": overrides}, timeout=0)
     print(f"flow run {run.id} started on deployment {args.deployment}", flush=True)
     if not args.wait:
         return 0
@@ -208,13 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: `--help` answers at once
     from pipeline.config import ConfigError
     from pipeline.data.db import DataSourceError
     from pipeline.labels import LabelError
     from pipeline.preprocess import SplitError
     from pipeline.spec import SpecError
 
-    args = build_parser().parse_args(argv)
     try:
         return (getattr(args, "handler", None) or args.func)(args)
     except (ConfigError, DataSourceError, LabelError, SplitError, SpecError) as exc:

@@ -20,7 +20,8 @@ from pipeline.tuning import FINISHED, TuningError, best_params, finished_trials,
 log = logging.getLogger(__name__)
 
 
-def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str, Any] | None, tracking_parent: str | None) -> dict[str, Any]:
+def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_parent: str | None) -> dict[str, Any]:
+    """Tune on the study of `run_id`; shards get `overrides` (never a secret: they read those from their environment)."""
     target = cfg.tuning.n_trials
     if target == 0:
         log.info("tuning.n_trials is 0: training once with the configured parameters")
@@ -30,9 +31,9 @@ def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str,
             raise TuningError("tuning.storage 'memory' cannot be shared by several shards: use a journal file, SQLite or MySQL URL")
     study = steps.create_study(cfg, run_id)
     if cfg.tuning.dispatch == "prefect":
-        shards = _prefect_shards(cfg, run_id, config_path, overrides, tracking_parent, study)
+        shards = _prefect_shards(cfg, run_id, overrides, tracking_parent, study)
     elif cfg.tuning.n_shards > 1:
-        shards = _process_shards(run_id, config_path, overrides, tracking_parent, cfg.tuning.n_shards, target)
+        shards = _process_shards(run_id, overrides, tracking_parent, cfg.tuning.n_shards, target)
     else:
         shards = [steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), 0, target, tracking_parent)]
     missing = target - finished_trials(study)
@@ -50,18 +51,18 @@ def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str,
     }
 
 
-def _shard_process(run_id: str, config_path: str | None, overrides: dict[str, Any] | None, tracking_parent: str | None, index: int, target: int) -> None:
+def _shard_process(run_id: str, overrides: dict[str, Any] | None, tracking_parent: str | None, index: int, target: int) -> None:
     from pipeline.logs import setup_logging
 
     setup_logging()
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(overrides=overrides)
     steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), index, target, tracking_parent)
 
 
-def _process_shards(run_id: str, config_path, overrides, tracking_parent, n_shards: int, target: int) -> list[dict[str, Any]]:
+def _process_shards(run_id: str, overrides, tracking_parent, n_shards: int, target: int) -> list[dict[str, Any]]:
     """Shards as local OS processes sharing the study through its (file or database) storage."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_shard_process, args=(run_id, config_path, overrides, tracking_parent, i, target)) for i in range(n_shards)]
+    procs = [ctx.Process(target=_shard_process, args=(run_id, overrides, tracking_parent, i, target)) for i in range(n_shards)]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -69,7 +70,7 @@ def _process_shards(run_id: str, config_path, overrides, tracking_parent, n_shar
     return [{"shard": i, "exitcode": p.exitcode, "pid": p.pid} for i, p in enumerate(procs)]
 
 
-def _prefect_shards(cfg: Config, run_id: str, config_path, overrides, tracking_parent, study) -> list[dict[str, Any]]:
+def _prefect_shards(cfg: Config, run_id: str, overrides, tracking_parent, study) -> list[dict[str, Any]]:
     """Fan out shard deployment runs, then wait for the study (not for crashed runs) to be done."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -79,8 +80,8 @@ def _prefect_shards(cfg: Config, run_id: str, config_path, overrides, tracking_p
         run_deployment(
             name=cfg.tuning.shard_deployment,
             parameters={
-                "config_path": config_path, "overrides": overrides, "run_id": run_id, "study_name": study.study_name,
-                "target_trials": target, "shard_index": i, "tracking_parent": tracking_parent,
+                "overrides": overrides, "run_id": run_id, "target_trials": target, "shard_index": i,
+                "tracking_parent": tracking_parent,
             },
             timeout=0,
         )
