@@ -331,16 +331,20 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
     import mlflow
 
     from pipeline import protocol, tracking
+    from pipeline.masking import mask_mapping
 
     art = run_artifacts(cfg, run_id)
     fingerprint = run_protocol(cfg, art)
     art.put_json("protocol", fingerprint)
+    resolved = mask_mapping(cfg.model_dump())  # the configuration this run resolved, secrets masked
+    art.put_json("config", resolved)
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     with mlflow.start_run(run_name=f"train-{run_id}") as run:
         tracking.log_params(cfg.model_dump())
         mlflow.set_tags({"pipeline_run_id": run_id, "dataset_spec": cfg.data.spec, "source_db": describe_url(cfg.data.url)})
         mlflow.set_tags(protocol.to_tags(fingerprint))
         mlflow.log_dict(fingerprint, "protocol.json")
+        mlflow.log_dict(resolved, "config.json")
     return run.info.run_id
 
 

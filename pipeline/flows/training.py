@@ -53,10 +53,10 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
 
 
 @task
-def tune(cfg: Config, run_id: str, config_path: str | None, overrides: dict[str, Any] | None, tracking_parent: str) -> dict[str, Any]:
+def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_parent: str) -> dict[str, Any]:
     from pipeline import dispatch
 
-    return dispatch.tune(cfg, run_id, config_path, overrides, tracking_parent)
+    return dispatch.tune(cfg, run_id, overrides, tracking_parent)
 
 
 @task
@@ -85,10 +85,14 @@ def _current_run_id() -> str:
 
 
 @flow(name="training", log_prints=True)
-def training_flow(config_path: str | None = None, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """Source DB -> tuned, evaluated, explained, registered churn model. Returns the run summary."""
+def training_flow(overrides: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Source DB -> tuned, evaluated, explained, registered churn model. Returns the run summary.
+
+    `overrides` (config sections) are stored by Prefect as the run's parameters: they never hold
+    a secret; this process's environment (`PIPELINE__*`) supplies those.
+    """
     setup_logging()
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(overrides=overrides)
     run_id = run_id or _current_run_id()
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"run_id": run_id}
@@ -108,7 +112,7 @@ def training_flow(config_path: str | None = None, overrides: dict[str, Any] | No
     summary["split"] = step("split + encode", split_and_encode, run_id)
     mlflow_run_id = step("open MLflow run", open_tracking_run, run_id)
     try:
-        summary["tuning"] = step("tuning", tune, run_id, config_path, overrides, mlflow_run_id)
+        summary["tuning"] = step("tuning", tune, run_id, overrides, mlflow_run_id)
         result = step("final fit + evaluation + SHAP", final_fit_and_evaluate, run_id, summary["tuning"]["best_params"], summary["tuning"]["best_iteration"])
         summary.update({key: result[key] for key in ("metrics", "threshold", "calibration", "top_features")}, final_rounds=result["rounds"])
         summary["baselines"] = step("baselines", evaluate_baselines, run_id)
@@ -128,7 +132,7 @@ def training_flow(config_path: str | None = None, overrides: dict[str, Any] | No
     summary["reports"] = str(steps.local_report_dir(cfg, run_id))
     summary["mlflow_run_id"] = mlflow_run_id
     art.put_json("summary", summary)
-    art.write_manifest({"config": "see MLflow params of run " + mlflow_run_id})
+    art.write_manifest({"config": "config.json (resolved, secrets masked)", "mlflow_run_id": mlflow_run_id})
     return summary
 
 
