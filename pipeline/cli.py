@@ -223,6 +223,38 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """The effective configuration, one `section.key = value` a line with the layer that set it."""
+    from pipeline.config import config_layers, load_config
+    from pipeline.masking import mask_value
+
+    overrides = parse_sets(args.set)
+    cfg = load_config(args.config, overrides)
+    layers = config_layers(args.config, overrides)
+    for key, value in _flat(cfg.model_dump()):
+        source = next((name for name, layer in reversed(layers.items()) if _has_path(layer, key.split("."))), "default")
+        print(f"{key} = {json.dumps(mask_value(key.rsplit('.', 1)[-1], value), default=str)}    # {source}")
+    return 0
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            items += _flat(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def _has_path(data: Any, path: list[str]) -> bool:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "train a model end to end (Prefect flow; ephemeral Prefect unless PREFECT_API_URL is set)")
     p.add_argument("--run-id", help="reuse a run id (its artifacts prefix and Optuna study)")
+    config = sub.add_parser("config", help="inspect the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    p = config_sub.add_parser("show", help="print the effective configuration, each value with its source (secrets masked)")
+    p.add_argument("--config", help="YAML config file (overrides the packaged defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+    p.set_defaults(handler=cmd_config_show)
     p = command("generate-data", cmd_generate_data, "write the synthetic AdventureWorks-shaped source database")
     p.add_argument("--url", help="SQLAlchemy URL (default: data.url)")
     p.add_argument("--customers", type=int)

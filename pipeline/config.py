@@ -60,6 +60,7 @@ class FeatureConfig(Section):
     max_features: int = Field(150, ge=1)
     approximate: str | None = None
     n_jobs: int = 1
+    engine: Literal["columnar", "featuretools"] = "columnar"
     drop_snapshot: bool = False
 
 
@@ -211,7 +212,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return result
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
@@ -237,25 +238,32 @@ def _explain(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def config_layers(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The layers of the configuration by name, lowest precedence first (empty ones left out)."""
+    layers = {
+        "default": read_config_file(DEFAULTS),
+        f"file {path}": read_config_file(Path(path)) if path is not None else {},
+        "env": env_overrides(environ),
+        "--set": overrides or {},
+    }
+    return {name: layer for name, layer in layers.items() if layer or name == "default"}
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> Config:
     """Defaults < YAML file < environment < explicit overrides, validated and resolved."""
-    data = _read_yaml(DEFAULTS)
-    sources = ["defaults"]
-    if path is not None:
-        data = deep_merge(data, _read_yaml(Path(path)))
-        sources.append(str(path))
-    env = env_overrides(environ)
-    if env:
-        data = deep_merge(data, env)
-        sources.append("environment")
-    if overrides:
-        data = deep_merge(data, overrides)
-        sources.append("overrides")
+    layers = config_layers(path, overrides, environ)
+    data: dict[str, Any] = {}
+    for layer in layers.values():
+        data = deep_merge(data, layer)
     try:
         return Config.model_validate(data).resolved()
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, " < ".join(sources))) from None
+        raise ConfigError(_explain(exc, " < ".join(layers))) from None

@@ -50,3 +50,17 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad, environ={})
+
+
+def test_config_show_prints_each_value_with_its_source_and_masks_secrets(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    path = tmp_path / "my.yaml"
+    path.write_text("split:\n  purge: false\n")
+    monkeypatch.setenv("PIPELINE__TUNING__N_TRIALS", "7")
+    assert main(["config", "show", "--config", str(path), "--set", "data.url=mysql+pymysql://u:s3cr3t@h/db"]) == 0
+    lines = dict(line.split(" = ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["split.purge"] == f"false    # file {path}"
+    assert lines["tuning.n_trials"] == "7    # env"
+    assert lines["data.url"] == '"mysql+pymysql://u:***@h/db"    # --set'
+    assert lines["labels.horizon_days"] == "180    # default"
