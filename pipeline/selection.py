@@ -2,7 +2,8 @@
 
 A new model (the challenger) takes the registry alias only when all of these hold:
 
-1. the run finished the requested tuning (unless `tracking.promote_partial`);
+1. the run finished the requested tuning (unless `tracking.promote_partial`) and used a time
+   split (a random split mixes future orders into training: its score overstates deployment);
 2. it beats every baseline on the tuning metric by `tracking.promotion_margin` on the same test rows;
 3. there is no champion, or the champion is comparable and the challenger beats it by the margin
    when both are scored on the challenger's test rows with the challenger's features.
@@ -99,12 +100,15 @@ def decide(
     margin: float,
     partial: str | None = None,
     promote_partial: bool = False,
+    split_method: str = "time",
 ) -> Decision:
     """Apply the promotion rule; every failed condition is named in `reason`, baseline losses also in `warnings`."""
     decision = Decision(promote=False, reason="", metric=metric, challenger=challenger, margin=margin)
     blockers: list[str] = []
     if partial and not promote_partial:
         blockers.append(f"{partial} (tracking.promote_partial is false)")
+    if split_method != "time":
+        blockers.append(f"split.method is {split_method!r}: registered for comparison only, never promoted (its test rows interleave in time with its training rows)")
     if baselines:
         name = _best(baselines, direction)
         decision.best_baseline, decision.best_baseline_score = name, baselines[name]

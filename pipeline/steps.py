@@ -392,7 +392,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
             score_rows=lambda proba: score(metric, y_test, proba),
             decide=lambda champion: selection.decide(
                 metric, direction, float(metrics[metric]), {n: v[metric] for n, v in baseline_scores.items()},
-                champion, t.promotion_margin, partial, t.promote_partial,
+                champion, t.promotion_margin, partial, t.promote_partial, fingerprint["split"]["method"],
             ),
             alias=t.champion_alias,
         )

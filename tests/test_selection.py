@@ -79,6 +79,11 @@ def test_partial_run_is_not_promoted_unless_allowed():
     assert decide("roc_auc", "maximize", 0.9, {}, None, 0.002, partial=reason, promote_partial=True).promote
 
 
+def test_random_split_run_is_never_promoted():
+    decision = decide("roc_auc", "maximize", 0.97, {"rfm_logreg": 0.7}, None, 0.002, split_method="random")
+    assert not decision.promote and "split.method is 'random'" in decision.reason
+
+
 def test_baseline_win_blocks_promotion_and_names_the_baseline():
     baselines = {"base_rate": 0.5, "rfm_logreg": 0.717, "own_columns_lgbm": 0.60}
     decision = decide("roc_auc", "maximize", 0.641, baselines, None, 0.002)
