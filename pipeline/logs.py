@@ -36,10 +36,18 @@ def setup_logging(level: int = logging.INFO) -> None:
     """INFO for the pipeline and the libraries it drives; a terminal handler if none is configured."""
     import lightgbm as lgb
 
+    import optuna
+
     for name in PIPELINE_LOGGERS:
         logging.getLogger(name).setLevel(level)
     lgb.register_logger(logging.getLogger("lightgbm"))
     logging.getLogger("featuretools").setLevel(logging.WARNING)  # its INFO is per-chunk noise
+    # Optuna prints every trial through its own handler and again through ours; `pipeline.tuning`
+    # already logs each trial with its progress, so Optuna's warnings only, through our handler
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    logging.getLogger("optuna").setLevel(max(level, logging.WARNING))
+    _third_party_warnings_once()
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
@@ -47,3 +55,30 @@ def setup_logging(level: int = logging.INFO) -> None:
         root.addHandler(handler)
     for noisy in ("alembic", "mlflow.store.db.utils", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# Libraries whose deprecation and future warnings are theirs to fix, not the user's to read.
+THIRD_PARTY = ("featuretools", "woodwork", "pandas", "sklearn", "lightgbm", "mlflow", "shap", "optuna", "prefect", "pydantic")
+
+
+def _third_party_warnings_once() -> None:
+    """FutureWarning/DeprecationWarning raised inside third-party packages: not on the terminal,
+    each distinct one written once to the `py.warnings` logger (see `record_warnings`)."""
+    import warnings
+
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.propagate = False
+    if not warnings_log.handlers:
+        warnings_log.addHandler(logging.NullHandler())
+    for package in THIRD_PARTY:
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("default", category=category, module=rf"{package}(\..*)?$")
+
+
+def record_warnings(path: Path) -> None:
+    """Write the captured library warnings of this process to `path` (one line per distinct warning)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger("py.warnings").addHandler(handler)

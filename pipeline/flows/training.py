@@ -17,7 +17,7 @@ from prefect.context import get_run_context
 
 from pipeline import steps
 from pipeline.config import Config, load_config
-from pipeline.logs import setup_logging
+from pipeline.logs import record_warnings, setup_logging
 
 log = logging.getLogger("pipeline.flows")
 
@@ -94,6 +94,7 @@ def training_flow(overrides: dict[str, Any] | None = None, run_id: str | None = 
     setup_logging()
     cfg = load_config(overrides=overrides)
     run_id = run_id or _current_run_id()
+    record_warnings(steps.local_report_dir(cfg, run_id) / "warnings.log")
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"run_id": run_id}
 
