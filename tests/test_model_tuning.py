@@ -6,7 +6,15 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.models import LightGBMModel, TrainData
-from pipeline.tuning import FINISHED, create_storage, create_study, finished_trials, make_objective, run_shard, trial_counts
+from pipeline.tuning import (
+    FINISHED,
+    create_storage,
+    create_study,
+    finished_trials,
+    make_objective,
+    run_shard,
+    trial_counts,
+)
 
 
 def data(n=600, seed=0):
