@@ -62,15 +62,24 @@ THIRD_PARTY = ("featuretools", "woodwork", "pandas", "sklearn", "lightgbm", "mlf
 
 
 def _third_party_warnings_once() -> None:
-    """FutureWarning/DeprecationWarning raised inside third-party packages: not on the terminal,
-    each distinct one written once to the `py.warnings` logger (see `record_warnings`)."""
+    """Warnings raised inside installed packages: not on the terminal, each distinct one written
+    once to the `py.warnings` logger (a file, see `record_warnings`); ours still print as usual."""
     import warnings
 
-    logging.captureWarnings(True)
-    warnings_log = logging.getLogger("py.warnings")
-    warnings_log.propagate = False
-    if not warnings_log.handlers:
-        warnings_log.addHandler(logging.NullHandler())
+    library_log = logging.getLogger("py.warnings")
+    library_log.propagate = False
+    if not library_log.handlers:
+        library_log.addHandler(logging.NullHandler())
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if f"{os.sep}site-packages{os.sep}" in filename:
+            library_log.warning("%s", warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    if getattr(shown, "__name__", "") != "show":
+        warnings.showwarning = show
     for package in THIRD_PARTY:
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("default", category=category, module=rf"{package}(\..*)?$")
