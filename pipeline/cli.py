@@ -91,15 +91,34 @@ def _bootstrap(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # validates before Prefect starts
+    if failed_checks(cfg):
+        return 2
     _bootstrap(args)
     from pipeline.flows.training import training_flow
 
-    cfg = _config(args)  # validates before Prefect starts
-    if cfg.tuning.dispatch == "prefect":
-        _require_prefect_server()
     overrides = move_secrets_to_environment(run_overrides(args))
     summary = training_flow(overrides=overrides, run_id=args.run_id)
     print_summary(summary)
+    return 0
+
+
+def failed_checks(cfg, names: list[str] | None = None) -> bool:
+    """Run the pre-run checks (pipeline.checks); print one line per problem to stderr."""
+    from pipeline.checks import run_checks
+
+    problems = run_checks(cfg, names)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every check a run would make first, alone: exit 0 when all pass, 2 otherwise."""
+    cfg = _config(args)
+    if failed_checks(cfg):
+        return 2
+    print("all checks passed: spec, source, storage, tracking, tuning storage" + (", Prefect API" if cfg.tuning.dispatch == "prefect" else ""))
     return 0
 
 
@@ -274,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (overrides the packaged defaults)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
     p.set_defaults(handler=cmd_config_show)
+    command("check", cmd_check, "check the spec, source, storage, tracking and tuning storage a run would use, in seconds")
     p = command("generate-data", cmd_generate_data, "write the synthetic AdventureWorks-shaped source database")
     p.add_argument("--url", help="SQLAlchemy URL (default: data.url)")
     p.add_argument("--customers", type=int)

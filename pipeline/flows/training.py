@@ -22,12 +22,19 @@ from pipeline.logs import record_warnings, setup_logging
 log = logging.getLogger("pipeline.flows")
 
 
-@task(retries=2, retry_delay_seconds=5)
+def transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+    """Retry only what a second try can fix (a connection dropped, a server restarting), never a wrong
+    spec, login or data: those were checked before the run and would only fail again, slower."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient)
 def prepare_source(cfg: Config) -> dict[str, Any]:
     return steps.prepare_source(cfg)
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient)
 def extract(cfg: Config, run_id: str) -> dict[str, int]:
     return steps.extract(cfg, steps.run_artifacts(cfg, run_id))
 
@@ -47,7 +54,7 @@ def split_and_encode(cfg: Config, run_id: str) -> dict[str, Any]:
     return steps.split_and_encode(cfg, steps.run_artifacts(cfg, run_id))
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task  # not retried: a second try would open a second MLflow run
 def open_tracking_run(cfg: Config, run_id: str) -> str:
     return steps.open_tracking_run(cfg, run_id)
 
@@ -71,7 +78,7 @@ def evaluate_baselines(cfg: Config, run_id: str) -> dict[str, dict[str, float]]:
     return steps.evaluate_baselines(cfg, art, steps.local_report_dir(cfg, run_id))
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task  # not retried: a second try would register a second model version
 def log_results(cfg: Config, run_id: str, mlflow_run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     art = steps.run_artifacts(cfg, run_id)
     return steps.log_results(cfg, art, mlflow_run_id, summary, steps.local_report_dir(cfg, run_id))

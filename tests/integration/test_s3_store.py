@@ -166,3 +166,19 @@ def test_transient_connection_failure_is_retried(
     assert time.monotonic() - started >= 1.5
     assert any("retry" in r.getMessage() for r in caplog.records)
     assert store.get_bytes("late/object.bin") == b"payload"
+
+
+def test_the_pre_run_check_names_a_missing_bucket_and_creates_nothing(s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.checks import check_storage
+    from pipeline.config import load_config
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    typo = f"{bucket}-typo"
+    cfg = load_config(overrides={"storage": {"uri": f"s3://{typo}/runs", "s3_endpoint_url": s3_server.endpoint}})
+    problems = [str(p) for p in check_storage(cfg)]
+    assert problems == [f"storage: bucket '{typo}' does not exist at {s3_server.endpoint}: check storage.uri, or create it"]
+    with pytest.raises(FileNotFoundError):  # the check did not create it
+        _store(s3_server, typo).list()
+    cfg = load_config(overrides={"storage": {"uri": f"s3://{bucket}/runs", "s3_endpoint_url": s3_server.endpoint}})
+    assert check_storage(cfg) == []
