@@ -1069,8 +1069,7 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     if info is None:
         print(f"no stack recorded in {args.state_dir}", file=sys.stderr)
         return 1
-    user, _, password = info.secrets.prefect_auth.partition(":")
-    print(f"Prefect UI  {info.prefect_api_url.removesuffix('/api')}  user {user}  password {password}")
+    print(f"Prefect UI  {info.prefect_api_url.removesuffix('/api')}  login (user:password, in its one field): {info.secrets.prefect_auth}")
     print(f"MLflow UI   {info.mlflow_url}  read-only: user {MLFLOW_VIEWER}  password {info.secrets.mlflow_viewer_password}")
     print(f"            admin (the pipeline's user): user {MLFLOW_ADMIN}  password {info.secrets.mlflow_admin_password}")
     return 0
