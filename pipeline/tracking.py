@@ -37,16 +37,12 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from sqlalchemy.engine import make_url
 
 from pipeline import protocol
+from pipeline.masking import MASK, is_secret_key, mask_url
 from pipeline.evaluation import Calibrator
 from pipeline.selection import ChampionScore, Decision, incomparable
 
 log = logging.getLogger(__name__)
 
-MASK = "***"
-SECRET_KEY_PARTS = ("password", "secret", "token", "access_key")
-DB_SCHEMES = {"postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "oracle"}
-# scheme://user:password@ — greedy up to the last "@" before the path, so an unencoded "@" in the password is masked too
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s/]+@")
 _TRUNCATED = "...[truncated]"
 EXAMPLE_ROWS = 5
 MAX_TAG_CHARS = 5000  # MLflow's limit for a model version tag value
@@ -226,25 +222,13 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
 
 
 def _render(key: str, value: Any) -> str:
-    if any(part in key.lower() for part in SECRET_KEY_PARTS):
+    if is_secret_key(key) and value not in (None, ""):
         return MASK
     text = json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, (list, tuple)) else str(value)
-    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", _mask_db_url(text))
+    text = mask_url(text)
     if len(text) > MAX_PARAM_VAL_LENGTH:
         text = text[: MAX_PARAM_VAL_LENGTH - len(_TRUNCATED)] + _TRUNCATED
     return text
-
-
-def _mask_db_url(text: str) -> str:
-    """SQLAlchemy parses its own URLs (driver suffixes, percent-encoding) better than any regex."""
-    scheme, sep, _ = text.partition("://")
-    if not sep or scheme.split("+")[0].lower() not in DB_SCHEMES:
-        return text
-    try:
-        url = make_url(text)
-    except Exception:  # not a parseable URL after all: the generic regex still applies
-        return text
-    return url.render_as_string(hide_password=True) if url.password else text
 
 
 def _ensure_sqlite_parent(tracking_uri: str) -> None:
