@@ -8,7 +8,8 @@ flow-run parameters — goes through these functions, so there is one rule and o
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 MASK = "***"
 # key names whose values are secrets whatever they look like

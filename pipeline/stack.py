@@ -41,11 +41,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pipeline.masking import mask_url, scrub, url_password
 
@@ -200,7 +201,7 @@ class StackInfo:
         _write_json(self.state_dir / SECRETS_FILE, private, 0o600)
 
     @classmethod
-    def load(cls, state_dir: str | Path) -> "StackInfo | None":
+    def load(cls, state_dir: str | Path) -> StackInfo | None:
         state_dir = Path(state_dir).resolve()
         try:
             data = json.loads((state_dir / STATE_FILE).read_text())

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import lightgbm
 import mlflow
@@ -37,8 +38,8 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from sqlalchemy.engine import make_url
 
 from pipeline import protocol
-from pipeline.masking import MASK, is_secret_key, mask_url
 from pipeline.evaluation import Calibrator
+from pipeline.masking import MASK, is_secret_key, mask_url
 from pipeline.selection import ChampionScore, Decision, incomparable
 
 log = logging.getLogger(__name__)
