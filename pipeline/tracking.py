@@ -163,11 +163,14 @@ def champion_on_rows(
     reasons = incomparable(fingerprint, challenger_fingerprint)
     if reasons:
         return ChampionScore(int(version.version), fingerprint, not_scored_because="; ".join(reasons))
-    booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
+    try:
+        booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
+    except (MlflowException, OSError) as exc:
+        return ChampionScore(int(version.version), fingerprint, not_scored_because=f"its model could not be loaded from the registry ({exc})")
     aligned = aligned_features(X_rows, booster)
     if isinstance(aligned, str):
         return ChampionScore(int(version.version), fingerprint, not_scored_because=aligned)
-    proba = _run_calibrator(version).transform(booster.predict(aligned))
+    proba = run_calibrator(version).transform(booster.predict(aligned))
     return ChampionScore(int(version.version), fingerprint, score=float(score_rows(proba)))
 
 
@@ -190,7 +193,7 @@ def aligned_features(X: pd.DataFrame, booster: lightgbm.Booster) -> pd.DataFrame
     return frame
 
 
-def _run_calibrator(version: ModelVersion) -> Calibrator:
+def run_calibrator(version: ModelVersion) -> Calibrator:
     """The calibrator logged by the version's training run (`calibration.json`); identity, with a warning, if there is none."""
     try:
         path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="calibration.json")
