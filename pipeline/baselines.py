@@ -114,7 +114,7 @@ def save_comparison_plot(model: dict[str, float], baselines: dict[str, dict[str,
     """One panel per metric: the model's bar beside each baseline's, arrows saying which way is better."""
     names = ["model", *baselines]
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for ax, (metric, direction) in zip(axes, METRICS.items()):
+    for ax, (metric, direction) in zip(axes, METRICS.items(), strict=True):
         values = [model[metric], *(baselines[b][metric] for b in baselines)]
         bars = ax.bar(names, values, color=["tab:orange", *["tab:blue"] * len(baselines)])
         ax.bar_label(bars, fmt="%.3f", fontsize=8)

@@ -11,9 +11,10 @@ validation part (never on test): a fixed 0.5 means nothing when the churn rate i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -166,7 +167,7 @@ class Calibrator:
         return {"method": self.method, "params": self.params}
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> "Calibrator":
+    def from_dict(cls, saved: dict[str, Any]) -> Calibrator:
         return cls(method=saved["method"], params=saved.get("params", {}))
 
 
