@@ -150,6 +150,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"log loss {m.get('log_loss', float('nan')):.4f} | Brier {m.get('brier', float('nan')):.4f} | "
         f"F1@{m.get('threshold', 0.5):.3g} {m.get('f1', float('nan')):.4f}",
         *_decision_lines(summary),
+        *([f"  WARNING     {summary['tuning']['fallback']}"] if summary["tuning"].get("fallback") else []),
         f"  model       {model.get('registered_model')} v{model.get('version')} "
         f"({'now champion' if model.get('promoted') else 'champion unchanged'}), {model.get('model_uri')}",
         f"  reports     {summary.get('reports')}",
@@ -242,6 +243,28 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score the active customers with the registered model; print the most at risk and the summary."""
+    if args.as_of:
+        args.set.append(f"scoring.as_of={args.as_of}")  # validated with the rest of the configuration
+    cfg = _config(args)
+    from pipeline import scoring
+    from pipeline.logs import setup_logging
+
+    setup_logging()
+    try:
+        result = scoring.score(cfg, version=args.version)
+    except scoring.ScoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result.summary["mlflow_run_id"] = scoring.log_summary(cfg, result.summary)
+    columns = ["customer_id", "churn_probability", "risk_band", "days_since_order", "reason_1", "reason_1_value", "reason_2", "reason_3"]
+    print(f"\ntop {args.top} customers at risk as of {result.summary['as_of']}:")
+    print(result.scores[columns].head(args.top).to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=40))
+    print("\n".join(["", *scoring.summary_lines(result.summary)]), flush=True)
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     """The effective configuration, one `section.key = value` a line with the layer that set it."""
     from pipeline.config import config_layers, load_config
@@ -307,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("trigger", cmd_trigger, "start a run of the training deployment on the work pool")
     p.add_argument("--deployment", default="training/training")
     p.add_argument("--wait", action="store_true", help="wait for the run and exit non-zero unless it completed")
+    p = command("score", cmd_score, "score the active customers with the registered model (scores table, parquet, MLflow summary)")
+    p.add_argument("--as-of", help="scoring date YYYY-MM-DD, 'latest' (the source's latest order date) or 'now' (default: scoring.as_of)")
+    p.add_argument("--version", type=int, help="model version to score with (default: the tracking.champion_alias one)")
+    p.add_argument("--top", type=int, default=10, help="how many of the most at-risk customers to print")
 
     from pipeline import stack
 

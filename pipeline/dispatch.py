@@ -36,10 +36,18 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
         shards = _process_shards(run_id, overrides, tracking_parent, cfg.tuning.n_shards, target)
     else:
         shards = [steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), 0, target, tracking_parent)]
+    if cfg.tuning.dispatch == "prefect" and finished_trials(study) < target:
+        log.warning("study has %d of %d finished trials after the shards: re-submitting %d shard runs",
+                    finished_trials(study), target, cfg.tuning.n_shards)
+        shards += _prefect_shards(cfg, run_id, overrides, tracking_parent, study)
+    fallback = None
     missing = target - finished_trials(study)
     if missing > 0:  # every shard died: finish here rather than fail the run
-        log.warning("study has %d of %d finished trials after the shards: running the rest in-process", target - missing, target)
+        fallback = f"the shards left {missing} of {target} trials: the trainer ran them in-process, alone"
+        log.warning("TUNING FALLBACK: %s", fallback)
         shards.append(steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), len(shards), target, tracking_parent))
+    if tracking_parent:
+        close_abandoned_shard_runs(cfg, tracking_parent, fallback)
     best = study.best_trial
     return {
         "best_params": best_params(study),
@@ -48,7 +56,25 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
         **trial_counts(study.get_trials(deepcopy=False)),  # n_trials counts finished = complete + pruned
         "study": study.study_name,
         "shards": shards,
+        "fallback": fallback,
     }
+
+
+def close_abandoned_shard_runs(cfg: Config, parent_run_id: str, fallback: str | None = None) -> list[str]:
+    """Nested MLflow runs of this run's shards still RUNNING once tuning is over belong to shards
+    that died (a killed worker cannot end its run): mark them KILLED so no run stays RUNNING.
+    A fallback to in-process tuning is tagged on the parent run, where people look."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    if fallback:
+        client.set_tag(parent_run_id, "tuning.fallback", fallback)
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    stale = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run in stale:
+        log.warning("MLflow shard run %s (%s) never finished: its shard died; marking it KILLED", run.info.run_id, run.info.run_name)
+        client.set_terminated(run.info.run_id, "KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def _shard_process(run_id: str, overrides: dict[str, Any] | None, tracking_parent: str | None, index: int, target: int) -> None:
@@ -91,7 +117,8 @@ def _prefect_shards(cfg: Config, run_id: str, overrides, tracking_parent, study)
     deadline = time.monotonic() + cfg.tuning.timeout_minutes * 60
     # A shard run whose worker died stays RUNNING in Prefect for ever: judge progress by the study.
     stall_seconds = max(120.0, 10 * cfg.tuning.heartbeat_interval)
-    progress, last_progress = None, time.monotonic()
+    launched = progress_at = time.monotonic()
+    progress = None
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             states = [client.read_flow_run(r.id).state for r in runs]
@@ -101,18 +128,21 @@ def _prefect_shards(cfg: Config, run_id: str, overrides, tracking_parent, study)
             if all(s is not None and s.is_final() for s in states) or (finished >= target and running == 0):
                 break
             # still working: a trial running, a new finished trial, or a shard run not yet started
-            now = (finished, running, sum(s is None or not (s.is_running() or s.is_final()) for s in states))
-            if now != progress or running > 0 or now[2] > 0:
-                progress, last_progress = now, time.monotonic()
-            elif time.monotonic() - last_progress > stall_seconds:
-                log.warning("no trial has run for %.0f s and no shard run is waiting to start: the shards are gone", stall_seconds)
+            # (for at most stall_seconds after launch: runs that never start have no worker)
+            waiting = any(s is None or not (s.is_running() or s.is_final()) for s in states)
+            now = (finished, running)
+            if now != progress or running > 0 or (waiting and time.monotonic() - launched < stall_seconds):
+                progress, progress_at = now, time.monotonic()
+            elif time.monotonic() - progress_at > stall_seconds:
+                log.warning("no trial has run for %.0f s: the shards are gone or never started", stall_seconds)
                 break
             time.sleep(2)
         else:
             raise TuningError(f"tuning did not finish within tuning.timeout_minutes={cfg.tuning.timeout_minutes}")
         _grace_for_shards(client, runs, seconds=15)
+        _crash_unfinished(client, runs)
         states = [client.read_flow_run(r.id).state for r in runs]
-    return [{"shard": i, "flow_run": str(r.id), "state": s.name if s else None} for i, (r, s) in enumerate(zip(runs, states))]
+    return [{"shard": i, "flow_run": str(r.id), "state": s.name if s else None} for i, (r, s) in enumerate(zip(runs, states, strict=True))]
 
 
 def _trial_counts(study) -> tuple[int, int]:
@@ -123,6 +153,19 @@ def _trial_counts(study) -> tuple[int, int]:
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     return sum(t.state in FINISHED for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def _crash_unfinished(client, runs) -> None:
+    """A shard run not final after the grace period lost its worker (a killed worker's run stays
+    RUNNING in Prefect for ever): mark it Crashed, so the UI shows what happened."""
+    from prefect.states import Crashed
+
+    for run in runs:
+        state = client.read_flow_run(run.id).state
+        if state is None or not state.is_final():
+            log.warning("shard flow run %s is still %s after tuning ended: its worker is gone; marking it Crashed",
+                        run.name, state.name if state else "unknown")
+            client.set_flow_run_state(run.id, Crashed(message="the shard stopped while its study finished without it"), force=True)
 
 
 def _grace_for_shards(client, runs, seconds: float) -> None:

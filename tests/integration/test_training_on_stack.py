@@ -184,6 +184,7 @@ def _mlflow_text_artifacts(client: Any, run_id: str) -> str:
 
 
 def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_api: StackInfo, source_url: str) -> None:
+    from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
     from prefect.client.orchestration import get_client
 
@@ -239,6 +240,17 @@ def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_
         assert retried and retried[0].state == TrialState.COMPLETE, states
         survivor = next(n for n in stack.worker_pids if n != killed["worker"])
         assert watcher.owner.get(retried[0].user_attrs["pid"]) == survivor
+
+        # nothing of the killed shard is left RUNNING: the trainer marked its flow run and MLflow run
+        with get_client(sync_client=True) as client:
+            shard_states = [r.state.type.value for r in client.read_flow_runs() if r.parameters.get("run_id") == run_id]
+        assert sorted(shard_states) == ["COMPLETED", "CRASHED"], shard_states
+        mlflow_client = MlflowClient(stack.mlflow_url)
+        summary = artifacts(stack, run_id).get_json("summary")
+        parent = mlflow_client.get_run(summary["mlflow_run_id"])
+        nested = mlflow_client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(r.info.status for r in nested) == ["FINISHED", "KILLED"], [(r.info.run_name, r.info.status) for r in nested]
+        assert summary["tuning"]["fallback"] is None
     finally:
         if killed:  # the session's stack keeps its 2 shard workers
             start_worker(stack, killed["worker"])
