@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test e2e bench lock clean
+.PHONY: venv run test test-fast lint e2e bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ run: $(STAMP)  ## train a model end to end on the embedded defaults
 
 test: $(STAMP)  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## unit tests only: no servers, no end-to-end runs (a couple of minutes)
+	$(PY) -m pytest -ra -m "not integration and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff: lint rules of pyproject.toml
+	$(VENV)/bin/ruff check pipeline tests bench services
 
 e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear down
 	bash services/e2e.sh

@@ -35,7 +35,6 @@ def prefect_environment(work_dir: str | Path) -> None:
 def setup_logging(level: int = logging.INFO) -> None:
     """INFO for the pipeline and the libraries it drives; a terminal handler if none is configured."""
     import lightgbm as lgb
-
     import optuna
 
     for name in PIPELINE_LOGGERS:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -27,7 +28,7 @@ EVAL_METRIC = {"roc_auc": "auc", "pr_auc": "average_precision", "log_loss": "bin
 
 
 class Model(Protocol):
-    def fit(self, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> "Model": ...
+    def fit(self, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> Model: ...
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
     def save(self, path: str | Path) -> None: ...
 
@@ -53,7 +54,7 @@ class TrainData:
     y_valid: np.ndarray
 
     @classmethod
-    def build(cls, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> "TrainData":
+    def build(cls, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> TrainData:
         check_feature_names(list(X_train.columns))
         # feature_pre_filter off: min_data_in_leaf may vary between fits on the same Dataset
         train = lgb.Dataset(X_train, label=y_train.to_numpy(), params={"feature_pre_filter": False, "verbosity": -1}, free_raw_data=False)
@@ -80,7 +81,7 @@ class LightGBMModel:
         params["deterministic"] = True
         return params
 
-    def fit_data(self, data: TrainData, callbacks: list[Callable] | None = None) -> "LightGBMModel":
+    def fit_data(self, data: TrainData, callbacks: list[Callable] | None = None) -> LightGBMModel:
         """Train with early stopping on `data.valid`; extra callbacks (e.g. a pruner) see every iteration."""
         self.booster = lgb.train(
             self.lgb_params(),
@@ -92,10 +93,10 @@ class LightGBMModel:
         )
         return self
 
-    def fit(self, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> "LightGBMModel":
+    def fit(self, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> LightGBMModel:
         return self.fit_data(TrainData.build(X_train, y_train, X_valid, y_valid))
 
-    def fit_rounds(self, X: pd.DataFrame, y: pd.Series, num_boost_round: int) -> "LightGBMModel":
+    def fit_rounds(self, X: pd.DataFrame, y: pd.Series, num_boost_round: int) -> LightGBMModel:
         """Fixed number of rounds, no validation part: the final refit on train + valid."""
         check_feature_names(list(X.columns))
         params = {k: v for k, v in self.lgb_params().items() if k != "metric"}
@@ -119,6 +120,6 @@ class LightGBMModel:
         Path(path).write_text(json.dumps({"metric": self.metric, "params": self.params, "model": self.booster.model_to_string()}))
 
     @classmethod
-    def load(cls, path: str | Path) -> "LightGBMModel":
+    def load(cls, path: str | Path) -> LightGBMModel:
         saved = json.loads(Path(path).read_text())
         return cls(params=saved["params"], metric=saved["metric"], booster=lgb.Booster(model_str=saved["model"]))

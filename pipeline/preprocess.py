@@ -102,7 +102,7 @@ class Encoder:
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categories]
 
-    def fit(self, train: pd.DataFrame) -> "Encoder":
+    def fit(self, train: pd.DataFrame) -> Encoder:
         for col in train.columns:
             if col == LABEL:
                 continue

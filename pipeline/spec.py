@@ -59,7 +59,7 @@ class DatasetSpec(_Strict):
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DatasetSpec":
+    def _consistent(self) -> DatasetSpec:
         names = set(self.entities)
         if self.target.entity not in names:
             raise ValueError(f"target.entity {self.target.entity!r} is not one of the entities {sorted(names)}")
@@ -81,7 +81,7 @@ class DatasetSpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _snapshot_columns_can_be_dropped(self) -> "DatasetSpec":
+    def _snapshot_columns_can_be_dropped(self) -> DatasetSpec:
         """Keys and time indexes hold the data together: they cannot be marked snapshot (and dropped)."""
         keys = {(e, k) for rel in self.relationships for e, k in ((rel.parent, rel.parent_key), (rel.child, rel.child_key))}
         keys.add((self.target.entity, self.target.customer_key))

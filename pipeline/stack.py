@@ -948,11 +948,53 @@ def up(settings: StackSettings) -> StackInfo:
     return info
 
 
-def down(state_dir: str | Path) -> None:
-    """Stop workers (with their flow runs), then MLflow, Prefect and SeaweedFS; idempotent."""
+_STACK_COMMANDS = ("prefect worker", "prefect server", "mlflow server", "weed mini")
+
+
+def stray_processes(info: StackInfo) -> list[int]:
+    """Servers and workers of this stack that its state does not record: started again by hand
+    with the stack's environment (`stack env`), so `down` must find them by that environment."""
+    import psutil
+
+    recorded = {p.pid for p in info.processes.values()}
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    urls = {info.prefect_api_url, info.mlflow_url}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        command = " ".join(proc.info["cmdline"] or [])
+        if proc.pid in recorded | mine or not any(c in command for c in _STACK_COMMANDS):
+            continue
+        try:
+            env = proc.environ()
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if urls & {env.get("PREFECT_API_URL"), env.get("MLFLOW_TRACKING_URI")} or str(info.state_dir) in command:
+            found.append(proc.pid)
+    return found
+
+
+def held_ports(info: StackInfo, own_s3: bool) -> dict[int, int | None]:
+    """The stack's ports that something still listens on: {port: pid (None if unknown)}."""
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    ports = {urlsplit(info.prefect_api_url).port, urlsplit(info.mlflow_url).port}
+    base = urlsplit(info.s3_endpoint).port if own_s3 else None
+    if base:  # SeaweedFS: base..base+4 and each +10000 for gRPC
+        ports |= {base + i + grpc for i in range(5) for grpc in (0, 10000)}
+    listening = {c.laddr.port: c.pid for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    return {port: listening[port] for port in sorted(p for p in ports if p) if port in listening}
+
+
+def down(state_dir: str | Path) -> dict[int, int | None]:
+    """Stop workers (with their flow runs), then MLflow, Prefect and SeaweedFS, then any process of
+    this stack started again by hand; idempotent. Returns the stack's ports still held (should be none)."""
     info = StackInfo.load(state_dir)
     if info is None:
-        return
+        return {}
+    own_s3 = "seaweedfs" in info.processes
+
     def stop(name: str) -> None:
         proc = info.processes[name]
         if process_running(proc.pid, proc.marker):
@@ -967,6 +1009,13 @@ def down(state_dir: str | Path) -> None:
         for name in group:
             del info.processes[name]
         info.save()
+    for pid in stray_processes(info):
+        print(f"stopping pid {pid}: a process of this stack not in its state (started again by hand?)", flush=True)
+        stop_process(pid, second_term_after=1.5)
+    held = held_ports(info, own_s3)
+    for port, pid in held.items():
+        print(f"warning: port {port} of this stack is still held by pid {pid}", flush=True)
+    return held
 
 
 @dataclass
@@ -1050,8 +1099,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    down(args.state_dir)
-    return 0
+    return 1 if down(args.state_dir) else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import os
 import sys
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import DeploymentUpdate, WorkQueueCreate
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 

@@ -81,7 +81,7 @@ def write_marker(engine: sa.Engine, value: str) -> None:
     with engine.begin() as conn:
         conn.execute(table.delete())
         conn.execute(table.insert().values(
-            fingerprint=value, seeded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+            fingerprint=value, seeded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")))
 
 
 def main() -> int:

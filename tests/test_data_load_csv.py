@@ -2,8 +2,6 @@
 (empty = NULL, ISO datetimes, 0/1 flags, codes as text), clear errors, and the real data when
 AW_DATA_DIR points at it."""
 
-from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
-
 import json
 import os
 from pathlib import Path
@@ -15,6 +13,7 @@ import sqlalchemy as sa
 import pipeline
 from pipeline.data.db import DataSourceError, describe_url, make_engine
 from pipeline.data.load_csv import SPEC_TABLES, load_csv_folder, read_csv_folder, table_names
+from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
 
 SQL_DIR = Path(pipeline.__file__).parent / "datasets" / "adventureworks" / "sql"
 

@@ -1,8 +1,6 @@
 """The synthetic AdventureWorks-shaped database: deterministic, consistent, usable by the spec's SQL
 on SQLite, PostgreSQL and MariaDB, with a learnable but noisy churn label."""
 
-from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
-
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import sqlalchemy as sa
 import pipeline
 from pipeline.data.load_csv import PRIMARY_KEYS
 from pipeline.data.synthetic import END, START, generate_tables, write_synthetic
+from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
 
 SQL_DIR = Path(pipeline.__file__).parent / "datasets" / "adventureworks" / "sql"
 SPEC_SQL = sorted(SQL_DIR.glob("*.sql"))

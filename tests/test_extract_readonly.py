@@ -23,7 +23,7 @@ from pipeline.data.extract import (
     read_only_engine,
 )
 from pipeline.spec import SpecError, load_spec
-from tests.dbfixtures import *
+from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
 
 ROWS = pd.DataFrame({
     "id": [1, 2, 3],

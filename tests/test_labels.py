@@ -17,7 +17,7 @@ def orders(rows):
 
 def labels_by_id(df, horizon=H, definition="within_horizon"):
     out = label_orders(df, "SalesOrderID", "CustomerID", "OrderDate", horizon, definition)
-    return dict(zip(out.SalesOrderID, out[LABEL]))
+    return dict(zip(out.SalesOrderID, out[LABEL], strict=False))
 
 
 # a far-away order of another customer sets the end of the data, so early orders are labelled
@@ -155,7 +155,7 @@ def test_make_labels_uses_the_configured_definition_and_names_it(tmp_path):
         summary = steps.make_labels(cfg, art)
         stored = art.get_frame("labels")
         expected = labels_by_id(df, definition=definition)
-        assert dict(zip(stored.SalesOrderID, stored[LABEL])) == expected
+        assert dict(zip(stored.SalesOrderID, stored[LABEL], strict=False)) == expected
         assert summary["churn_rate"] == np.mean(list(expected.values())) and summary["labelled_orders"] == 4
         summaries[definition] = summary
     assert {s["definition"] for s in summaries.values()} == {"within_horizon", "active_after_horizon"}

@@ -23,7 +23,8 @@ def frame(n=400, seed=0):
 def test_time_split_orders_parts_in_time_and_purges_label_windows():
     df, times = frame()
     split = time_split(df, times, test_size=0.2, valid_size=0.25, horizon_days=30, min_rows=20)
-    t = lambda part: times.loc[part.index]
+    def t(part):
+        return times.loc[part.index]
     assert t(split.train).max() < t(split.valid).min() <= t(split.valid).max() < t(split.test).min()
     assert len(split.test) == 80
     test_start = t(split.test).min()

@@ -15,7 +15,10 @@ from pipeline.labels import check_labels, label_orders
 from pipeline.spec import load_spec
 
 AW = Path(os.environ.get("AW_DATA_DIR", "")) if os.environ.get("AW_DATA_DIR") else None
-pytestmark = pytest.mark.skipif(AW is None or not AW.is_dir(), reason="AW_DATA_DIR is not set to the AdventureWorks CSV folder")
+pytestmark = [
+    pytest.mark.skipif(AW is None or not AW.is_dir(), reason="AW_DATA_DIR is not set to the AdventureWorks CSV folder"),
+    pytest.mark.slow,
+]
 SPEC = load_spec("adventureworks")
 
 

@@ -20,9 +20,10 @@ import random
 import secrets
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn
+from typing import NoReturn
 
 import pytest
 
@@ -35,8 +36,8 @@ from pipeline.stack import (
     check_database,
     client_env,
     down,
-    ensure_postgres_databases,
     ensure_buckets,
+    ensure_postgres_databases,
     start_seaweedfs,
     stop_process,
     up,

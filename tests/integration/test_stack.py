@@ -253,12 +253,19 @@ def test_prefect_yaml_deploys_to_the_pool_with_a_templated_directory(
 
 @pytest.mark.stack_down
 def test_down_stops_every_process_and_is_idempotent(stack: StackInfo) -> None:
-    pids = {p.pid for p in stack.processes.values()}
+    # a worker started again by hand with the stack's environment: not in the state file
+    stray = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", stack.work_pool, "--name", "by-hand"],
+        env={**os.environ, **stack.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    pids = {p.pid for p in stack.processes.values()} | {stray.pid}
     pids |= {child for pid in pids for child in descendants(pid)}
     assert "seaweedfs" in stack.processes or os.environ.get("TEST_S3_ENDPOINT")
     started = time.monotonic()
-    down(stack.state_dir)
+    held = down(stack.state_dir)
     print(f"stack down in {time.monotonic() - started:.1f} s")
+    stray.poll()
+    assert held == {}
     assert [pid for pid in pids if process_running(pid)] == []
     for url in (stack.prefect_api_url, stack.mlflow_url, stack.s3_endpoint if "seaweedfs" in stack.processes else None):
         assert url is None or not _listening(url), url

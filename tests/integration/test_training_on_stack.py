@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -83,12 +84,11 @@ def artifacts(stack: StackInfo, run_id: str) -> RunArtifacts:
 def test_training_deployment_runs_on_trainer_and_two_shard_workers(
     stack_api: StackInfo, source_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
     import mlflow
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     stack = stack_api
     name = f"churn-stack-{time.time_ns()}"
