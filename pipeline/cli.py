@@ -258,9 +258,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result.summary["mlflow_run_id"] = scoring.log_summary(cfg, result.summary)
-    columns = ["customer_id", "churn_probability", "risk_band", "days_since_order", "reason_1", "reason_1_value", "reason_2", "reason_3"]
     print(f"\ntop {args.top} customers at risk as of {result.summary['as_of']}:")
-    print(result.scores[columns].head(args.top).to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=40))
+    print(scoring.top_table(result.scores, args.top))
     print("\n".join(["", *scoring.summary_lines(result.summary)]), flush=True)
     return 0
 

@@ -9,6 +9,7 @@ run before any work, with a message naming the key.
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +145,34 @@ class PrefectConfig(Section):
     flow_timeout_minutes: float = 180
 
 
+class ScoringConfig(Section):
+    """Who is scored and how the scores are banded and stored (`python -m pipeline score`)."""
+
+    as_of: str = "latest"  # "latest" (the source's latest order date), "now" (today, UTC) or YYYY-MM-DD
+    active_days: int = Field(365, ge=1)
+    bands: dict[str, float] = {"medium": 0.5, "low": 0.0}
+    high_band: str = "high"
+    psi_bins: int = Field(10, ge=2)
+    table_url: str = "sqlite:///{work_dir}/scores.db"
+    table: str = "scores"
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _as_of_is_a_date(cls, value: Any) -> str:
+        text = str(value)  # YAML and --set read 2014-06-30 as a date
+        try:
+            return text if text in ("latest", "now") else date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise ValueError("must be 'latest', 'now' or a date YYYY-MM-DD") from None
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_are_quantiles(cls, bands: dict[str, float]) -> dict[str, float]:
+        if not bands or min(bands.values()) != 0.0 or not all(0.0 <= q < 1.0 for q in bands.values()):
+            raise ValueError("bands map a name to the lower quantile of the scores below the threshold, in [0, 1), one of them 0")
+        return bands
+
+
 class Config(Section):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
@@ -155,6 +184,7 @@ class Config(Section):
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
     prefect: PrefectConfig = PrefectConfig()
+    scoring: ScoringConfig = ScoringConfig()
 
     @field_validator("tuning")
     @classmethod

@@ -9,9 +9,9 @@ show reviewers and log next to the model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -47,11 +47,7 @@ def explain(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sample = X.sample(n=max_rows, random_state=seed) if len(X) > max_rows else X
-    with warnings.catch_warnings():
-        # shap warns that binary LightGBM output "changed to a list of ndarray"; _positive_class_shap copes either way
-        warnings.filterwarnings("ignore", message="LightGBM binary classifier", category=UserWarning)
-        raw = shap.TreeExplainer(booster).shap_values(sample)
-    values = _positive_class_shap(raw, sample.shape)
+    values = shap_values(booster, sample)
 
     importance = (
         pd.DataFrame({"feature": [str(c) for c in sample.columns], "mean_abs_shap": np.abs(values).mean(axis=0)})
@@ -78,6 +74,15 @@ def explain(
         f"Mean |SHAP| feature importance, {rows}",
     )
     return Explanation(importance, summary_plot, bar_plot, importance_csv)
+
+
+def shap_values(booster: lightgbm.Booster, X: pd.DataFrame) -> np.ndarray:
+    """SHAP values of the churn class (log-odds), one row per row of `X`, one column per feature."""
+    with warnings.catch_warnings():
+        # shap warns that binary LightGBM output "changed to a list of ndarray"; _positive_class_shap copes either way
+        warnings.filterwarnings("ignore", message="LightGBM binary classifier", category=UserWarning)
+        raw = shap.TreeExplainer(booster).shap_values(X)
+    return _positive_class_shap(raw, X.shape)
 
 
 def shorten(name: str, limit: int = MAX_LABEL_CHARS) -> str:

@@ -24,14 +24,18 @@ from pipeline.labels import LABEL, check_labels, label_orders
 from pipeline.models import LightGBMModel, TrainData
 from pipeline.preprocess import Encoder, features_and_label, random_split, time_split
 from pipeline.spec import DatasetSpec, load_spec
-from pipeline.storage import RunArtifacts, S3Settings, open_store
+from pipeline.storage import ArtifactStore, RunArtifacts, S3Settings, open_store
 
 log = logging.getLogger(__name__)
 
 
-def run_artifacts(cfg: Config, run_id: str) -> RunArtifacts:
+def artifact_store(cfg: Config) -> ArtifactStore:
     s3 = S3Settings(endpoint_url=cfg.storage.s3_endpoint_url, region=cfg.storage.s3_region)
-    return RunArtifacts(open_store(cfg.storage.uri, s3), run_id)
+    return open_store(cfg.storage.uri, s3)
+
+
+def run_artifacts(cfg: Config, run_id: str) -> RunArtifacts:
+    return RunArtifacts(artifact_store(cfg), run_id)
 
 
 def study_name(cfg: Config, run_id: str) -> str:
@@ -306,14 +310,21 @@ def local_report_dir(cfg: Config, run_id: str) -> Path:
 # --- 8. tracking ---------------------------------------------------------------------------------
 
 
-def run_protocol(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
-    """The run's protocol fingerprint (`pipeline.protocol`) from the config, the spec files and the run's artifacts."""
+def spec_digest(spec_ref: str) -> str:
+    """The spec's hash (`protocol.spec_hash` of its YAML and SQL files): what the model and scoring must agree on."""
     from pipeline import protocol
     from pipeline.spec import spec_path
 
+    spec = load_spec(spec_ref)
+    return protocol.spec_hash(spec_path(spec_ref).read_text(), {spec.entities[e].query: spec.sql(e) for e in spec.entities})
+
+
+def run_protocol(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
+    """The run's protocol fingerprint (`pipeline.protocol`) from the config, the spec files and the run's artifacts."""
+    from pipeline import protocol
+
     spec = load_spec(cfg.data.spec)
     key = spec.entities[spec.target.entity].index
-    sql = {spec.entities[e].query: spec.sql(e) for e in spec.entities}
     tables = load_tables(spec, art)
     labels = art.get_frame("labels").set_index(key)
     test_times = labels[spec.target.time_index].reindex(art.get_frame("test").index)
@@ -321,7 +332,7 @@ def run_protocol(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     split = protocol.split_protocol(s.method, test_times.min() if s.method == "time" else None, s.purge, s.test_size, s.valid_size, s.seed)
     source = protocol.source_fingerprint(tables, {e: ent.time_index for e, ent in spec.entities.items()})
     return protocol.fingerprint(
-        spec.name, protocol.spec_hash(spec_path(cfg.data.spec).read_text(), sql),
+        spec.name, spec_digest(cfg.data.spec),
         getattr(cfg.labels, "definition", "within_horizon"), cfg.labels.horizon_days, split, source,
     )
 
@@ -352,7 +363,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
     """Metrics, baselines, plots, tables and the model into the run; register it; move the alias only by `pipeline.selection`."""
     import mlflow
 
-    from pipeline import protocol, selection, tracking
+    from pipeline import protocol, scoring, selection, tracking
     from pipeline.evaluation import metric_direction, score
 
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
@@ -379,6 +390,10 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         if (out_dir / "baselines.json").exists():
             mlflow.log_artifact(str(out_dir / "baselines.json"))
         mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
+        # what scoring needs to rebuild the model's inputs and measure drift (pipeline.scoring)
+        mlflow.log_dict(scoring.encoder_json(art.get_object("encoder")), scoring.ENCODER_ARTIFACT)
+        X_fit = pd.concat([load_part(art, "train")[0], load_part(art, "valid")[0]])  # the rows the model was refit on
+        mlflow.log_dict(scoring.drift_reference(X_fit, cfg.scoring.psi_bins), scoring.DRIFT_ARTIFACT)
         info = tracking.log_model(model.booster, X_test.head(50))
         version_tags = {
             **protocol.to_tags(fingerprint), f"test_{metric}": repr(float(metrics[metric])),
