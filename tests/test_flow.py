@@ -34,6 +34,10 @@ def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tm
     summary = training_flow(overrides=over)
 
     assert 0.5 < summary["metrics"]["roc_auc"] <= 1.0
+    # a real model, not a stub: clearly better than the constant base rate on the same rows, with
+    # more than a handful of boosting rounds (a 1-round model passes `AUC > 0.5` too)
+    assert summary["metrics"]["roc_auc"] > summary["baselines"]["base_rate"]["roc_auc"] + 0.1
+    assert summary["final_rounds"] >= 10
     tuning = summary["tuning"]
     assert tuning["finished_trials"] >= 4 and tuning["failed_trials"] == 0
     assert tuning["complete_trials"] + tuning["pruned_trials"] == tuning["finished_trials"]  # pruned ones count
