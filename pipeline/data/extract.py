@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -124,20 +125,62 @@ def read_entity(conn: sa.Connection, spec: DatasetSpec, entity: str, sql: str) -
     return _parse_times(_align_case(df, spec_columns(spec, entity)), spec, entity)
 
 
+EXAMPLES = 5  # example keys shown per data problem
+# Epoch numbers as dates: the unit whose range of plausible values (years 1973-2286) holds them
+EPOCH_UNITS = (("s", 1e8, 1e10), ("ms", 1e11, 1e13), ("us", 1e14, 1e16), ("ns", 1e17, 1e19))
+PLAUSIBLE_YEARS = (1900, 2200)
+
+
+def _examples(values: pd.Series) -> str:
+    shown = [repr(v.item() if hasattr(v, "item") else v) for v in values.head(EXAMPLES)]
+    return ", ".join(shown) + (", ..." if len(values) > EXAMPLES else "")
+
+
 def _parse_times(df: pd.DataFrame, spec: DatasetSpec, entity: str) -> pd.DataFrame:
-    """Datetime columns as datetime64 whatever the driver returns (SQLite returns text)."""
+    """Datetime columns as datetime64 whatever the driver returns (SQLite returns text).
+
+    Epoch numbers are converted in the unit their magnitude implies (with a warning naming it),
+    never read as nanoseconds since 1970; text that is no date, and dates outside 1900-2200, stop
+    the run with the column, the count and example rows.
+    """
     ent = spec.entities[entity]
     columns = {c for c, t in ent.logical_types.items() if t == "Datetime"} | ({ent.time_index} - {None})
-    for col in columns & set(df.columns):
-        try:
-            df[col] = pd.to_datetime(df[col])
-        except (ValueError, TypeError) as exc:
-            raise DataSourceError(f"entity {entity!r}: column {col!r} is not a date/time ({exc})") from None
+    for col in sorted(columns & set(df.columns)):
+        df[col] = _to_datetime(df[col], f"entity {entity!r}, column {col!r}", df[ent.index])
     return df
 
 
+def _to_datetime(values: pd.Series, where: str, keys: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        magnitude = values.dropna().abs().median() if values.notna().any() else 0
+        unit = next((u for u, low, high in EPOCH_UNITS if low <= magnitude < high), None)
+        if unit is None:
+            raise DataSourceError(f"{where}: holds numbers ({_examples(values.dropna())}), not dates, and no epoch unit fits them")
+        log.warning("%s: numbers read as epoch %s (e.g. %s)", where, unit, _examples(values.dropna()))
+        parsed = pd.to_datetime(values, unit=unit)
+    else:
+        try:
+            with warnings.catch_warnings():  # "could not infer format": then it parses value by value, as wanted
+                warnings.simplefilter("ignore", UserWarning)
+                parsed = pd.to_datetime(values)  # one inferred format: fast
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.to_datetime(values, errors="coerce", format="mixed")  # value by value, to name the bad ones
+        bad = parsed.isna() & values.notna()
+        if bad.any():
+            raise DataSourceError(f"{where}: {int(bad.sum())} value(s) are not dates, e.g. {_examples(values[bad])} (rows {_examples(keys[bad])})")
+    years = parsed.dt.year
+    odd = years.notna() & ((years < PLAUSIBLE_YEARS[0]) | (years > PLAUSIBLE_YEARS[1]))
+    if odd.any():
+        raise DataSourceError(f"{where}: {int(odd.sum())} date(s) outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}, e.g. {_examples(parsed[odd])} (rows {_examples(keys[odd])})")
+    return parsed
+
+
 def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
-    """Stop on an empty table, a missing column, a duplicate key or keys that do not join."""
+    """Stop on an empty table, a missing column, null or duplicate keys, target rows without a
+    customer, or keys that do not join; warn on orphans. Each message names the table, the column,
+    the count and example keys, before labels are computed."""
     for entity, df in tables.items():
         missing = spec_columns(spec, entity) - set(df.columns)
         if missing:
@@ -148,11 +191,24 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
         if df.empty:
             raise DataSourceError(f"entity {entity!r}: the extract is empty (query {spec.entities[entity].query})")
         index = spec.entities[entity].index
-        if df[index].isna().any() or df[index].duplicated().any():
-            raise DataSourceError(f"entity {entity!r}: index column {index!r} has nulls or duplicates")
+        if df[index].isna().any():
+            raise DataSourceError(f"entity {entity!r}: index column {index!r} is null in {int(df[index].isna().sum())} row(s)")
+        dupes = df[index][df[index].duplicated()]
+        if len(dupes):
+            raise DataSourceError(f"entity {entity!r}: index column {index!r} repeats {len(dupes)} key(s), e.g. {_examples(dupes.drop_duplicates())}")
+    target, key = spec.entities[spec.target.entity], spec.target.customer_key
+    orders = tables[spec.target.entity]
+    no_customer = orders[key].isna()
+    if no_customer.any():
+        raise DataSourceError(
+            f"entity {spec.target.entity!r}: {int(no_customer.sum())} row(s) have no {key} and cannot be labelled "
+            f"(they would all look like churn), e.g. {target.index} {_examples(orders.loc[no_customer, target.index])}; "
+            "filter them out in the query or fix the source"
+        )
     for rel in spec.relationships:
         parent_keys = tables[rel.parent][rel.parent_key]
-        child_keys = tables[rel.child][rel.child_key].dropna()
+        child = tables[rel.child]
+        child_keys = child[rel.child_key].dropna()
         try:
             matched = child_keys.isin(parent_keys)
         except TypeError:
@@ -163,9 +219,10 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
                 f"(e.g. {child_keys.iloc[0]!r} vs {parent_keys.iloc[0]!r}, dtypes {child_keys.dtype} / "
                 f"{parent_keys.dtype}); check the spec's keys and the queries' column types"
             )
-        orphans = int((~matched).sum())
-        if orphans:
-            log.warning("relationship %s->%s: %d child rows have no parent", rel.parent, rel.child, orphans)
+        orphans = child_keys[~matched]
+        if len(orphans):
+            log.warning("relationship %s.%s -> %s: %d row(s) point to no %s, e.g. %s %s", rel.child, rel.child_key, rel.parent,
+                        len(orphans), rel.parent, rel.child_key, _examples(orphans.drop_duplicates()))
 
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:

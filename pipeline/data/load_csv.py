@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.data.db import write_tables
+from pipeline.data.db import DataSourceError, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,16 @@ def _expected_file(table: str) -> str:
 
 
 def read_table_csv(path: Path) -> pd.DataFrame:
-    """One CSV in the README's format: empty = NULL, ISO datetimes parsed, codes kept as text."""
-    header = pd.read_csv(path, nrows=0).columns
-    text_columns = {column: str for column in header if _is_text_column(column)}
-    frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    """One CSV in the README's format (UTF-8): empty = NULL, ISO datetimes parsed, codes kept as text."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        text_columns = {column: str for column in header if _is_text_column(column)}
+        frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError as exc:
+        raise DataSourceError(
+            f"{path} is not UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}): "
+            "convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
     for column in frame.columns:
         frame[column] = _parse_column(frame[column])
     return frame
