@@ -98,9 +98,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.flows.training import training_flow
 
     overrides = move_secrets_to_environment(run_overrides(args))
+    exit_soon_after_interrupt()
     summary = training_flow(overrides=overrides, run_id=args.run_id)
     print_summary(summary)
     return 0
+
+
+def exit_soon_after_interrupt(grace: float = 10.0) -> None:
+    """Ctrl-C: the flow stops (its MLflow run is marked KILLED, Optuna fails the running trial), but
+    Prefect's shutdown can then wait minutes for its temporary server: leave after `grace` seconds,
+    or at once on a second Ctrl-C."""
+    import os
+    import signal
+    import threading
+
+    def leave() -> None:
+        print(f"interrupted: exiting (after {grace:.0f} s of shutdown)", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def first(signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+        timer = threading.Timer(grace, leave)
+        timer.daemon = True
+        timer.start()
+        signal.signal(signal.SIGINT, lambda *_: leave())
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
 
 
 def failed_checks(cfg, names: list[str] | None = None) -> bool:

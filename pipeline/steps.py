@@ -116,7 +116,7 @@ def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
     result = synthesize(
         spec, load_tables(spec, art), art.get_frame("labels"),
         max_depth=f.max_depth, agg_primitives=f.agg_primitives, trans_primitives=f.trans_primitives,
-        max_features=f.max_features, approximate=f.approximate, n_jobs=f.n_jobs,
+        max_features=f.max_features, approximate=f.approximate, n_jobs=f.n_jobs, engine=f.engine,
     )
     art.put_frame("features", result.matrix)
     art.put_json("feature_descriptions", result.descriptions)
@@ -166,7 +166,8 @@ def base_model(cfg: Config) -> LightGBMModel:
 
 
 def create_study(cfg: Config, run_id: str):
-    from pipeline.tuning import create_storage, create_study as _create
+    from pipeline.tuning import create_storage
+    from pipeline.tuning import create_study as _create
 
     storage = create_storage(cfg.tuning.storage, cfg.tuning.heartbeat_interval)
     return _create(cfg.tuning, study_name(cfg, run_id), storage)
@@ -431,7 +432,8 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
     }
 
 
-def fail_tracking_run(cfg: Config, mlflow_run_id: str) -> None:
+def fail_tracking_run(cfg: Config, mlflow_run_id: str, status: str = "FAILED") -> None:
+    """End the MLflow run of a run that stopped: FAILED on an error, KILLED when interrupted."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(cfg.tracking.tracking_uri).set_terminated(mlflow_run_id, "FAILED")
+    MlflowClient(cfg.tracking.tracking_uri).set_terminated(mlflow_run_id, status)

@@ -131,8 +131,8 @@ def training_flow(overrides: dict[str, Any] | None = None, run_id: str | None = 
             **{k: summary["tuning"][k] for k in ("complete_trials", "pruned_trials", "failed_trials")},
         }
         summary["model"] = step("MLflow logging + registry", log_results, run_id, mlflow_run_id, summary)
-    except BaseException:
-        steps.fail_tracking_run(cfg, mlflow_run_id)
+    except BaseException as exc:
+        steps.fail_tracking_run(cfg, mlflow_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     art = steps.run_artifacts(cfg, run_id)
     summary["timings"] = timings
