@@ -158,13 +158,18 @@ def check_tuning_storage(cfg: Config) -> list[Problem]:
 
 def check_prefect(cfg: Config) -> list[Problem]:
     """With `tuning.dispatch: prefect`: a Prefect API is configured, answers and accepts the login."""
-    import requests
-
     if cfg.tuning.dispatch != "prefect":
         return []
+    return prefect_api_problems()
+
+
+def prefect_api_problems() -> list[Problem]:
+    """The Prefect API of PREFECT_API_URL answers and accepts PREFECT_API_AUTH_STRING."""
+    import requests
+
     api = os.environ.get("PREFECT_API_URL")
     if not api:
-        return [Problem("prefect", "tuning.dispatch is 'prefect' but PREFECT_API_URL is not set: start the stack and export its environment (python -m pipeline stack env)")]
+        return [Problem("prefect", "PREFECT_API_URL is not set: start the stack and export its environment (python -m pipeline stack env)")]
     auth = os.environ.get("PREFECT_API_AUTH_STRING")
     try:
         resp = requests.post(f"{api.rstrip('/')}/work_pools/filter", json={"limit": 1}, timeout=TIMEOUT,

@@ -150,7 +150,7 @@ def _require_prefect_server() -> None:
 
     if not os.environ.get("PREFECT_API_URL"):
         raise SystemExit(
-            "tuning.dispatch is 'prefect' but PREFECT_API_URL is not set: start the stack "
+            "error: PREFECT_API_URL is not set: start the stack "
             "(python -m pipeline stack up, or docker compose up) and export its environment"
         )
 
@@ -246,24 +246,63 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     """Start a run of the training deployment; with --wait, exit 0 only if it completed."""
-    _bootstrap(args)
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
+    from pipeline.checks import prefect_api_problems
 
-    _require_prefect_server()
     overrides = run_overrides(args)
     refuse_secrets(overrides)
+    problems = prefect_api_problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    _bootstrap(args)
+    from prefect.deployments import run_deployment
+
     run = run_deployment(name=args.deployment, parameters={"overrides": overrides}, timeout=0)
     print(f"flow run {run.id} started on deployment {args.deployment}", flush=True)
     if not args.wait:
         return 0
+    state = _wait_for_flow_run(run.id)
+    print(f"flow run {run.id}: {state.name}", flush=True)
+    if state.is_completed() and args.deployment.startswith("training/"):
+        _print_stored_summary(args, str(run.id))
+    return 0 if state.is_completed() else 1
+
+
+def _wait_for_flow_run(flow_run_id, patience: float = 600.0):
+    """Poll until the run is final; ride out a Prefect server that restarts (saying so), for `patience` s."""
     import time
 
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    unreachable_since = None
     with get_client(sync_client=True) as client:
-        while not (state := client.read_flow_run(run.id).state) or not state.is_final():
+        while True:
+            try:
+                state = client.read_flow_run(flow_run_id).state
+                unreachable_since = None
+            except httpx.HTTPError as exc:
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                    print(f"the Prefect API does not answer ({type(exc).__name__}): waiting for it (up to {patience:.0f} s)", file=sys.stderr, flush=True)
+                if now - unreachable_since > patience:
+                    raise SystemExit(f"error: the Prefect API did not come back within {patience:.0f} s; flow run {flow_run_id} state unknown") from None
+                state = None
+            if state is not None and state.is_final():
+                return state
             time.sleep(3)
-    print(f"flow run {run.id}: {state.name}", flush=True)
-    return 0 if state.is_completed() else 1
+
+
+def _print_stored_summary(args: argparse.Namespace, run_id: str) -> None:
+    """The run's summary, as `make run` prints it, read back from the artifact store the workers share."""
+    from pipeline.steps import run_artifacts
+
+    try:
+        print_summary(run_artifacts(_config(args), run_id).get_json("summary"))
+    except (FileNotFoundError, PermissionError, ConnectionError) as exc:
+        print(f"(no summary readable from the artifact store here: {exc})", flush=True)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -258,8 +258,10 @@ say "the optuna user cannot read the source; aw_reader and optuna_reader cannot 
 say "training run: docker compose run --rm train $TRAIN_ARGS"
 t0=$(date +%s)
 # shellcheck disable=SC2086
-compose run --rm --no-deps -T train $TRAIN_ARGS || die "the training run did not complete"
-say "training run completed in $(( $(date +%s) - t0 ))s"
+compose run --rm --no-deps -T train $TRAIN_ARGS | tee "$WORK/train.out" || die "the training run did not complete"
+grep -q "^  test        ROC AUC" "$WORK/train.out" || die "train printed no run summary"
+grep -q "^  promotion   " "$WORK/train.out" || die "train printed no promotion decision"
+say "training run completed in $(( $(date +%s) - t0 ))s, its summary printed"
 
 say "checking MLflow, Optuna, S3 and Prefect"
 check assert > "$WORK/before.json" || die "checks after the training run failed"

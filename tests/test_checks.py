@@ -87,3 +87,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_trigger_names_an_unreachable_prefect_api_instead_of_a_traceback(free_port, monkeypatch, capsys):
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port}/api")
+    assert main(["trigger", "--wait"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: prefect: the Prefect API at http://127.0.0.1:{free_port}/api does not answer (ConnectionError)"]
