@@ -121,6 +121,7 @@ class TuningConfig(Section):
     shard_deployment: str = "tuning-shard/tuning-shard"
     heartbeat_interval: int = Field(10, ge=1)
     timeout_minutes: float = Field(120, gt=0)
+    storage_outage_seconds: float = Field(120, ge=0, description="how long a shard waits for an unreachable Optuna storage")
     search_space: list[SearchParam] = []
 
 

@@ -185,7 +185,9 @@ def tuning_shard(cfg: Config, art: RunArtifacts, shard_index: int, target_trials
     objective = tuning.make_objective(data, base_model(cfg), cfg.tuning.search_space)
     name = f"shard-{shard_index}"
     with _shard_tracking(cfg, tracking_parent, name) as on_trial:
-        done = tuning.run_shard(study, objective, target_trials, cfg.tuning.timeout_minutes * 60, name, [on_trial])
+        done = tuning.run_shard(
+            study, objective, target_trials, cfg.tuning.timeout_minutes * 60, name, [on_trial], cfg.tuning.storage_outage_seconds
+        )
     return {"shard": shard_index, "trials": done, "host": os.uname().nodename, "pid": os.getpid()}
 
 

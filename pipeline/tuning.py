@@ -164,29 +164,78 @@ def run_shard(
     timeout_s: float | None = None,
     shard: str = "shard-0",
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    storage_outage_s: float = 120.0,
 ) -> int:
     """Run trials until the study holds `target_trials` finished (complete or pruned) trials, all shards together.
 
     Returns how many trials this shard finished. Several shards may each start a trial
     when one is missing, so the study can end up to (shards - 1) trials over the target.
+
+    An Optuna database that stops answering (a restart, a failover) is waited for, up to
+    `storage_outage_s` seconds per outage, instead of ending the shard: the trial it broke stays
+    RUNNING until its heartbeat goes stale, then it is failed and retried once (never counted twice).
     """
-    before = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    before = {t.number for t in _storage_call(study, lambda: study.get_trials(deepcopy=False, states=FINISHED), shard, storage_outage_s)}
     started = time.perf_counter()
-    if finished_trials(study) < target_trials:
-        study.optimize(
-            objective,
-            timeout=timeout_s,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(target_trials, states=FINISHED),
-                progress_logger(target_trials, shard),
-                *(extra_callbacks or []),
-            ],
-            catch=(),
-            gc_after_trial=False,
-        )
+    callbacks = [optuna.study.MaxTrialsCallback(target_trials, states=FINISHED), progress_logger(target_trials, shard), *(extra_callbacks or [])]
+    while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
+        left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
+        if left is not None and left <= 0:
+            break
+        try:
+            study.optimize(objective, timeout=left, callbacks=callbacks, catch=(), gc_after_trial=False)
+        except Exception as exc:
+            if not _caused_by_storage(exc):
+                raise
+            log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
+            continue
+        break
     mine = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()]
     log.info("[%s] finished %d trials in %.1fs", shard, len(mine), time.perf_counter() - started)
     return len(mine)
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (optuna.exceptions.StorageInternalError, SQLAlchemyError, ConnectionError)
+
+
+STORAGE_ERRORS = _storage_errors()
+
+
+def _caused_by_storage(exc: BaseException | None) -> bool:
+    """A storage error, or any error raised while handling one (Optuna 5 can mask a failed `tell`
+    behind an UnboundLocalError of its own)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, STORAGE_ERRORS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc
+    while not isinstance(cause, STORAGE_ERRORS) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    text = str(getattr(cause, "orig", cause)).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
+def _storage_call(study: optuna.Study, call: Callable[[], Any], shard: str, outage_s: float) -> Any:
+    """`call()` against the study's storage, retried with backoff while the storage is unreachable."""
+    waited, wait = 0.0, 0.5
+    while True:
+        try:
+            return call()
+        except STORAGE_ERRORS as exc:
+            if waited >= outage_s:
+                raise TuningError(f"[{shard}] the Optuna storage stayed unreachable for {waited:.0f} s ({_reason(exc)})") from None
+            log.warning("[%s] Optuna storage unreachable (%s): retrying in %.1f s", shard, _reason(exc), wait)
+            time.sleep(wait)
+            waited += wait
+            wait = min(wait * 2, 5.0)
 
 
 def best_params(study: optuna.Study) -> dict[str, Any]:
