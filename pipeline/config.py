@@ -139,6 +139,7 @@ class StorageConfig(Section):
     uri: str = "{work_dir}/artifacts"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    s3_outage_seconds: float = Field(90, ge=0, description="how long reads and writes wait for an unreachable S3")
 
 
 class PrefectConfig(Section):

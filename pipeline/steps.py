@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def artifact_store(cfg: Config) -> ArtifactStore:
-    s3 = S3Settings(endpoint_url=cfg.storage.s3_endpoint_url, region=cfg.storage.s3_region)
+    s3 = S3Settings(endpoint_url=cfg.storage.s3_endpoint_url, region=cfg.storage.s3_region, retry_seconds=cfg.storage.s3_outage_seconds)
     return open_store(cfg.storage.uri, s3)
 
 

@@ -102,8 +102,8 @@ class S3Settings:
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
-    max_attempts: int = 8
-    retry_seconds: float = 15.0
+    max_attempts: int = 40  # with backoff capped at 4 s: the time budget below decides first
+    retry_seconds: float = 90.0
     connect_timeout: float = 3.0
     read_timeout: float = 60.0
 
