@@ -84,8 +84,14 @@ def refuse_secrets(overrides: dict[str, Any] | None) -> None:
 
 def _bootstrap(args: argparse.Namespace) -> None:
     """Prefect environment defaults first (before Prefect is imported), then logging."""
-    from pipeline.logs import prefect_environment, setup_logging
+    import os
 
+    from pipeline.logs import LEVEL_VARIABLE, prefect_environment, setup_logging
+
+    level = "WARNING" if getattr(args, "quiet", False) else "DEBUG" if getattr(args, "verbose", False) else None
+    if level:  # before Prefect is imported: its own loggers read PREFECT_LOGGING_LEVEL then
+        os.environ[LEVEL_VARIABLE] = level
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING" if level == "WARNING" else "INFO")
     prefect_environment(_config(args).work_dir)
     setup_logging()
 
@@ -366,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--config", help="YAML config file (overrides the packaged defaults)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+        loudness = p.add_mutually_exclusive_group()
+        loudness.add_argument("-q", "--quiet", action="store_true", help="warnings, errors and the summary only")
+        loudness.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         p.set_defaults(handler=handler)
         return p
 

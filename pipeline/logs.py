@@ -32,14 +32,22 @@ def prefect_environment(work_dir: str | Path) -> None:
         os.environ.setdefault(key, value)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """INFO for the pipeline and the libraries it drives; a terminal handler if none is configured."""
+LEVEL_VARIABLE = "PIPELINE_LOG_LEVEL"  # set by the CLI's -q/-v; flows and local shards inherit it
+
+
+def setup_logging(level: int | str | None = None) -> None:
+    """The pipeline and the libraries it drives at `level` (default: $PIPELINE_LOG_LEVEL, else INFO);
+    a terminal handler if none is configured."""
     import lightgbm as lgb
     import optuna
 
+    level = logging.getLevelName(str(level or os.environ.get(LEVEL_VARIABLE, "INFO")).upper())
     for name in PIPELINE_LOGGERS:
         logging.getLogger(name).setLevel(level)
     lgb.register_logger(logging.getLogger("lightgbm"))
+    logging.getLogger("lightgbm").addFilter(_drop_reference_dataset_notice)
+    if level >= logging.WARNING:  # quiet: MLflow's "Successfully registered model ..." lines too
+        logging.getLogger("mlflow").setLevel(level)
     logging.getLogger("featuretools").setLevel(logging.WARNING)  # its INFO is per-chunk noise
     # Optuna prints every trial through its own handler and again through ours; `pipeline.tuning`
     # already logs each trial with its progress, so Optuna's warnings only, through our handler
@@ -54,6 +62,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         root.addHandler(handler)
     for noisy in ("alembic", "mlflow.store.db.utils", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _drop_reference_dataset_notice(record: logging.LogRecord) -> bool:
+    """LightGBM warns on every trial that the validation set reuses the training set's bins:
+    that is the intent (the Dataset is binned once per worker), not a problem to report."""
+    return "Overriding the parameters from Reference Dataset" not in record.getMessage()
 
 
 # Libraries whose deprecation and future warnings are theirs to fix, not the user's to read.
