@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import featuretools as ft
 import pandas as pd
 
+from pipeline.feature_engine import calculate_feature_matrix
 from pipeline.labels import LABEL
 from pipeline.spec import DatasetSpec
 
@@ -119,12 +120,23 @@ def build_entityset(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> ft.En
     return es
 
 
-def cutoff_times(spec: DatasetSpec, tables: dict[str, pd.DataFrame], labels: pd.DataFrame) -> pd.DataFrame:
-    """featuretools cutoff frame: instance id, its tie-broken order instant, and the label passed through."""
+def point_in_time_entityset(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> ft.EntitySet:
+    """The spec's entity set with orders (and the child rows stamped with them) at their tie-broken instants."""
+    return build_entityset(spec, _with_instants(spec, tables))
+
+
+def order_instants(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> pd.Series:
+    """Each order's tie-broken instant (its cutoff time), indexed by order key."""
     ent = spec.entities[spec.target.entity]
     orders = tables[spec.target.entity]
     instants = tie_broken_instants(orders, ent.index, spec.target.customer_key, spec.target.time_index)
-    instants = pd.Series(instants.to_numpy(), index=orders[ent.index].to_numpy())
+    return pd.Series(instants.to_numpy(), index=orders[ent.index].to_numpy())
+
+
+def cutoff_times(spec: DatasetSpec, tables: dict[str, pd.DataFrame], labels: pd.DataFrame) -> pd.DataFrame:
+    """featuretools cutoff frame: instance id, its tie-broken order instant, and the label passed through."""
+    ent = spec.entities[spec.target.entity]
+    instants = order_instants(spec, tables)
     return pd.DataFrame(
         {ent.index: labels[ent.index].to_numpy(), "time": labels[ent.index].map(instants).to_numpy(), LABEL: labels[LABEL].to_numpy()}
     )
@@ -159,30 +171,51 @@ def synthesize(
     max_features: int = 300,
     approximate: str | None = None,
     n_jobs: int = 1,
+    engine: str = "columnar",
 ) -> FeatureResult:
-    """Feature matrix for the labelled orders, each as of its own cutoff time."""
-    es = build_entityset(spec, _with_instants(spec, tables))
+    """Feature matrix for the labelled orders, each as of its own cutoff time.
+
+    DFS picks the features (names, descriptions and saved definitions are featuretools');
+    `engine` computes them: "columnar" (pipeline.feature_engine, same values in seconds)
+    or "featuretools" (its calculate_feature_matrix, one pass per distinct cutoff time;
+    the only one that honours `approximate` and `n_jobs`).
+    """
+    es = point_in_time_entityset(spec, tables)
     target = spec.target.entity
-    started = time.perf_counter()
-    matrix, defs = ft.dfs(
+    cutoff = cutoff_times(spec, tables, labels)
+    defs = ft.dfs(
         entityset=es,
         target_dataframe_name=target,
-        cutoff_time=cutoff_times(spec, tables, labels),
         agg_primitives=agg_primitives,
         trans_primitives=trans_primitives,
         max_depth=max_depth,
         max_features=max_features,
-        approximate=approximate,
-        n_jobs=n_jobs,
         ignore_columns=foreign_keys(spec),
-        include_cutoff_time=True,
-        cutoff_time_in_index=False,
-        progress_callback=_progress_logger(),
-        verbose=False,
+        features_only=True,
     )
-    log.info("DFS: %d features for %d orders in %.1fs", len(defs), len(matrix), time.perf_counter() - started)
+    matrix = calculate_features(defs, es, cutoff, engine, approximate, n_jobs)
     descriptions = {f.get_name(): ft.describe_feature(f) for f in defs}
     return FeatureResult(matrix=matrix, definitions_json=ft.save_features(defs), descriptions=descriptions)
+
+
+def calculate_features(
+    defs: list[ft.FeatureBase], es: ft.EntitySet, cutoff: pd.DataFrame, engine: str = "columnar", approximate: str | None = None, n_jobs: int = 1,
+) -> pd.DataFrame:
+    """The features `defs` of the cutoff frame's instances, each as of its cutoff time: training and scoring both compute them here."""
+    started = time.perf_counter()
+    if engine == "columnar":
+        if approximate or n_jobs != 1:
+            log.info("features.engine columnar computes exact values in one process: approximate/n_jobs apply to featuretools only")
+        matrix = calculate_feature_matrix(defs, es, cutoff)
+    elif engine == "featuretools":
+        matrix = ft.calculate_feature_matrix(
+            defs, es, cutoff_time=cutoff, approximate=approximate, n_jobs=n_jobs, include_cutoff_time=True,
+            cutoff_time_in_index=False, progress_callback=_progress_logger(), verbose=False,
+        )
+    else:
+        raise ValueError(f"features.engine must be 'columnar' or 'featuretools', got {engine!r}")
+    log.info("%s: %d features for %d orders in %.1fs", engine, len(defs), len(matrix), time.perf_counter() - started)
+    return matrix
 
 
 def descriptions_json(result: FeatureResult) -> str:
