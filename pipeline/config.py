@@ -157,6 +157,7 @@ class ScoringConfig(Section):
     psi_bins: int = Field(10, ge=2)
     table_url: str = "sqlite:///{work_dir}/scores.db"
     table: str = "scores"
+    cron: str = "0 6 * * *"  # the scoring deployment's schedule (UTC), as prefect.yaml sets it
 
     @field_validator("as_of", mode="before")
     @classmethod

@@ -55,12 +55,13 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_DEPLOYMENTS = {
     "training": "pipeline/flows/training.py:training_flow",
     "tuning-shard": "pipeline/flows/tuning.py:tuning_shard_flow",
+    "scoring": "pipeline/flows/scoring.py:scoring_flow",
 }
 # Work queues of the pool: training runs only wait for their shards, so they get their own queue
 # and worker (`trainer`) instead of holding a shard worker's only slot (as in docker-compose.yml).
 DEFAULT_QUEUE = "default"
 TRAINER_QUEUE = "training"
-DEPLOYMENT_QUEUES = {"training": TRAINER_QUEUE, "tuning-shard": DEFAULT_QUEUE}
+DEPLOYMENT_QUEUES = {"training": TRAINER_QUEUE, "tuning-shard": DEFAULT_QUEUE, "scoring": DEFAULT_QUEUE}
 TRAINER = "trainer"  # worker name of the training queue; shard workers are worker-1..N
 STATE_FILE = "stack.json"
 SECRETS_FILE = "secrets.json"

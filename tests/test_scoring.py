@@ -3,6 +3,7 @@
 import json
 import shutil
 import uuid
+from pathlib import Path
 
 import featuretools as ft
 import mlflow
@@ -172,3 +173,16 @@ def test_the_scores_table_is_replaced_per_model_version_and_date(server, tmp_pat
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
+
+
+def test_the_scoring_deployment_is_scheduled_with_the_configured_cron():
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from pipeline.stack import DEFAULT_DEPLOYMENTS
+
+    deployments = {d["name"]: d for d in yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())["deployments"]}
+    scoring_deployment = deployments["scoring"]
+    assert scoring_deployment["entrypoint"] == DEFAULT_DEPLOYMENTS["scoring"]
+    [schedule] = scoring_deployment["schedules"]
+    assert schedule["cron"] == load_config().scoring.cron and schedule["active"]
+    CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # a valid cron for Prefect
