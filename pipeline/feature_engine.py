@@ -121,11 +121,8 @@ def is_supported(feature: FeatureBase, entityset: ft.EntitySet) -> bool:
 
 def _aggregation_supported(feature: AggregationFeature) -> bool:
     p = feature.primitive
-    if p.name not in AGGREGATIONS or feature.where is not None or feature.use_previous is not None:
-        return False
-    if p.name == "mean" and not p.skipna:
-        return False
-    return True
+    plain = feature.where is None and feature.use_previous is None
+    return plain and p.name in AGGREGATIONS and not (p.name == "mean" and not p.skipna)
 
 
 def _categories_of(feature: FeatureBase, entityset: ft.EntitySet) -> pd.Index | None:
