@@ -97,7 +97,7 @@ class SearchParam(Section):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _bounds(self) -> "SearchParam":
+    def _bounds(self) -> SearchParam:
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError(f"search param {self.name!r}: categorical needs `choices`")
@@ -202,7 +202,7 @@ class Config(Section):
     def work_dir(self) -> Path:
         return Path(self.paths.work_dir)
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """Substitute `{work_dir}` and `{spec}` in string values; `{work_dir}` becomes absolute."""
         spec_name = Path(self.data.spec).stem if self.data.spec.endswith((".yaml", ".yml")) else self.data.spec
         subs = {"work_dir": str(Path(self.paths.work_dir).resolve()), "spec": spec_name}
