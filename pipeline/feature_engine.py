@@ -20,8 +20,10 @@ semantics are featuretools' own, so the matrices are equal:
   pandas' bias-corrected G1 (0 for constant data), MODE the smallest of the most frequent
   values, PERCENT_TRUE counting missing values as False.
 
-Features the engine does not cover (other primitives, `where`/`use_previous`,
-multi-output primitives, secondary time indexes) are computed by featuretools for those
+Aggregations over a time window before the cutoff (featuretools' `use_previous` in
+days, hours, ...: rows stamped in [cutoff - window, cutoff]) are supported too.
+Features the engine does not cover (other primitives, `where`, windows in months or
+observations, multi-output primitives, secondary time indexes) are computed by featuretools for those
 columns only and merged. Aggregations expand each query into the rows it sees, so the
 cost grows with the sum over queries of their visible history (for orders as targets:
 each customer's orders and lines up to each of its orders).
@@ -121,8 +123,9 @@ def is_supported(feature: FeatureBase, entityset: ft.EntitySet) -> bool:
 
 def _aggregation_supported(feature: AggregationFeature) -> bool:
     p = feature.primitive
-    plain = feature.where is None and feature.use_previous is None
-    return plain and p.name in AGGREGATIONS and not (p.name == "mean" and not p.skipna)
+    window = feature.use_previous
+    fixed_window = window is None or (window.has_no_observations() and isinstance(window.delta_obj, pd.Timedelta))
+    return feature.where is None and fixed_window and p.name in AGGREGATIONS and not (p.name == "mean" and not p.skipna)
 
 
 def _categories_of(feature: FeatureBase, entityset: ft.EntitySet) -> pd.Index | None:
@@ -229,12 +232,12 @@ class _Engine:
         return work
 
     def _add_aggregations(self, work: pl.DataFrame, features: list[AggregationFeature]) -> pl.DataFrame:
-        by_path: dict[str, list[AggregationFeature]] = defaultdict(list)
+        by_path: dict[tuple[str, str], list[AggregationFeature]] = defaultdict(list)
         for f in features:
-            by_path[f.relationship_path_name()].append(f)
+            by_path[f.relationship_path_name(), f.use_previous.get_name() if f.use_previous else ""].append(f)
         for group in by_path.values():
             path = group[0].relationship_path
-            rows = self._expand(work, path)
+            rows = self._expand(work, path, group[0].use_previous.delta_obj if group[0].use_previous else None)
             leaf = path[-1][1].child_dataframe.ww.name
             bases = list({f.base_features[0].unique_name(): f.base_features[0] for f in group}.values())
             values = pl.concat([rows.select(ROW, TIME, POSITION), self.evaluate(leaf, bases, rows)], how="horizontal")
@@ -246,15 +249,21 @@ class _Engine:
             )
         return work
 
-    def _expand(self, work: pl.DataFrame, path) -> pl.DataFrame:
-        """(query row, child key, cutoff, child position) for every child row on the path visible at the query's cutoff."""
+    def _expand(self, work: pl.DataFrame, path, window: pd.Timedelta | None) -> pl.DataFrame:
+        """(query row, child key, cutoff, child position) for every child row on the path visible at the query's cutoff.
+
+        With a `window` (featuretools' use_previous), the last child's rows must also be
+        stamped at or after cutoff - window.
+        """
         rows = work.select(ROW, KEY, TIME)
-        for _, rel in path:
+        for hop, (_, rel) in enumerate(path, start=1):
             child = self.tables[rel.child_dataframe.ww.name]
             columns = [rel._child_column_name, child.index, POSITION] + ([child.time_index] if child.time_index else [])
             rows = rows.select(ROW, KEY, TIME).join(child.frame.select(columns), left_on=KEY, right_on=rel._child_column_name, how="inner")
             if child.time_index:
                 rows = rows.filter(pl.col(child.time_index) <= pl.col(TIME))
+                if window is not None and hop == len(path):
+                    rows = rows.filter(pl.col(child.time_index) >= pl.col(TIME) - window.to_pytimedelta())
             rows = rows.select(ROW, pl.col(child.index).alias(KEY), TIME, POSITION)
         return rows
 
