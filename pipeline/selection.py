@@ -138,14 +138,15 @@ def decide(
 
 
 def _why_promoted(decision: Decision, metric: str) -> str:
-    parts = [f"{metric} {decision.challenger:.4f}"]
+    beaten = []
     if decision.best_baseline is not None:
-        parts.append(f"beats baseline {decision.best_baseline!r} ({decision.best_baseline_score:.4f})")
-    if decision.champion_version is None:
-        parts.append("no champion yet")
-    else:
-        parts.append(f"beats champion v{decision.champion_version} ({decision.champion_score:.4f}) on the same rows")
-    return ", ".join(parts) + f" by more than {decision.margin:g}"
+        beaten.append(f"the best baseline {decision.best_baseline!r} ({decision.best_baseline_score:.4f})")
+    if decision.champion_version is not None:
+        beaten.append(f"champion v{decision.champion_version} ({decision.champion_score:.4f}) on the same rows")
+    text = f"{metric} {decision.challenger:.4f}"
+    if beaten:
+        text += f" beats {' and '.join(beaten)} by more than {decision.margin:g}"
+    return text + ("; no champion yet" if decision.champion_version is None else "")
 
 
 def _best(scores: Mapping[str, float], direction: str) -> str:
