@@ -34,14 +34,17 @@ def check_spec(cfg: Config) -> list[Problem]:
     """The spec loads, its queries are read-only SELECTs, its logical types are woodwork's."""
     from woodwork import type_system
 
-    from pipeline.data.extract import checked_queries
+    from pipeline.data.db import DataSourceError
+    from pipeline.data.extract import backend_name, checked_queries
     from pipeline.spec import SpecError, load_spec
 
     try:
         spec = load_spec(cfg.data.spec)
-        checked_queries(spec, _backend(cfg.data.url))
+        checked_queries(spec, backend_name(cfg.data.url))
     except SpecError as exc:
         return [Problem("spec", str(exc))]
+    except DataSourceError:
+        pass  # an unusable data.url: check_source names it; the logical types are still checked
     known = sorted(t.__name__ for t in type_system.registered_types)
     problems = []
     for entity, ent in spec.entities.items():
@@ -53,22 +56,12 @@ def check_spec(cfg: Config) -> list[Problem]:
     return problems
 
 
-def _backend(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).get_backend_name()
-    except ArgumentError:
-        return "sqlite"  # check_source reports the URL itself
-
-
 def check_source(cfg: Config) -> list[Problem]:
     """The source answers, with these credentials, and each query runs and returns the spec's columns."""
     import sqlalchemy as sa
 
     from pipeline.data.db import DataSourceError, connect, describe_url
-    from pipeline.data.extract import checked_queries, read_only_engine, spec_columns
+    from pipeline.data.extract import backend_name, checked_queries, read_only_engine, spec_columns
     from pipeline.spec import SpecError, load_spec
 
     url = cfg.data.url
@@ -76,7 +69,7 @@ def check_source(cfg: Config) -> list[Problem]:
         return []  # the embedded default: `prepare source` writes the synthetic database
     try:
         spec = load_spec(cfg.data.spec)
-        queries = checked_queries(spec, _backend(url))
+        queries = checked_queries(spec, backend_name(url))
         engine = read_only_engine(url)
     except (SpecError, DataSourceError) as exc:
         return [Problem("source", str(exc))] if isinstance(exc, DataSourceError) else []  # spec problems: check_spec

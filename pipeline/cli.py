@@ -53,14 +53,14 @@ def move_secrets_to_environment(overrides: dict[str, Any] | None) -> dict[str, A
     import copy
     import os
 
-    from pipeline.config import ENV_PREFIX
+    from pipeline.config import env_name
     from pipeline.masking import secret_paths
 
     if not overrides:
         return overrides
     public = copy.deepcopy(overrides)
     for path, value in list(secret_paths(overrides)):
-        os.environ[ENV_PREFIX + "__".join(p.upper() for p in path)] = str(value)
+        os.environ[env_name(path)] = str(value)
         node = public
         for part in path[:-1]:
             node = node[part]
@@ -70,12 +70,13 @@ def move_secrets_to_environment(overrides: dict[str, Any] | None) -> dict[str, A
 
 def refuse_secrets(overrides: dict[str, Any] | None) -> None:
     """A deployment run's parameters are stored by Prefect: a secret there is readable by every API user."""
-    from pipeline.config import ENV_PREFIX
+    from pipeline.config import env_name
     from pipeline.masking import secret_paths
 
-    found = [".".join(path) for path, _ in secret_paths(overrides or {})]
+    paths = [path for path, _ in secret_paths(overrides or {})]
+    found = [".".join(path) for path in paths]
     if found:
-        names = ", ".join(f"{key} (env {ENV_PREFIX}{key.upper().replace('.', '__')})" for key in found)
+        names = ", ".join(f"{'.'.join(path)} (env {env_name(path)})" for path in paths)
         raise SystemExit(
             f"error: {', '.join(found)} would carry a password or key into the flow run's parameters, which Prefect "
             f"stores and shows to every API user. Set it in the workers' environment instead: {names}"

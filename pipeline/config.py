@@ -231,6 +231,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def env_name(path: tuple[str, ...] | list[str]) -> str:
+    """The environment variable of a config key: ("tuning", "n_trials") -> PIPELINE__TUNING__N_TRIALS."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in path)
+
+
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """`PIPELINE__TUNING__N_TRIALS=50` -> {"tuning": {"n_trials": 50}}."""
     result: dict[str, Any] = {}
@@ -266,7 +271,7 @@ def _explain(exc: ValidationError, source: str) -> str:
         value = err.get("input")
         shown = mask_value(key, value.model_dump() if isinstance(value, BaseModel) else value)
         hint = "remove it or fix its spelling" if err["type"] == "extra_forbidden" else err["msg"]
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
+        env = env_name([p for p in err["loc"] if not isinstance(p, int)])
         lines.append(mask_url(f"  - {where}: {hint} (got {shown!r}; YAML key `{where}` or env {env})"))
     return "\n".join(lines)
 

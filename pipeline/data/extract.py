@@ -86,7 +86,7 @@ def checked_queries(spec: DatasetSpec, backend: str) -> dict[str, str]:
     return queries
 
 
-def _backend(url: str) -> str:
+def backend_name(url: str) -> str:
     """The URL's database backend (sqlite, postgresql, mysql, ...), without connecting."""
     try:
         return make_url(url).get_backend_name()
@@ -227,7 +227,7 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
     """Check every query, then run them on one read-only connection and validate the results as a whole."""
-    queries = checked_queries(spec, _backend(url))
+    queries = checked_queries(spec, backend_name(url))
     engine = read_only_engine(url)
     tables: dict[str, pd.DataFrame] = {}
     try:
