@@ -24,8 +24,9 @@ test: $(STAMP)  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0
 test-fast: $(STAMP)  ## unit tests only: no servers, no end-to-end runs (a couple of minutes)
 	$(PY) -m pytest -ra -m "not integration and not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff: lint rules of pyproject.toml
+lint: $(STAMP)  ## ruff: lint rules and formatting of pyproject.toml
 	$(VENV)/bin/ruff check pipeline tests bench services
+	$(VENV)/bin/ruff format --check pipeline tests bench services
 
 e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear down
 	bash services/e2e.sh

@@ -31,9 +31,15 @@ from pipeline.spec import load_spec
 
 SPEC = load_spec("adventureworks")
 PRIMITIVE_SETS = {
-    "default": dict(agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"], trans_primitives=["month", "weekday"], max_features=150),
+    "default": dict(
+        agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"],
+        trans_primitives=["month", "weekday"],
+        max_features=150,
+    ),
     "depth2_std_min_mode": dict(
-        agg_primitives=["count", "sum", "mean", "max", "min", "std", "mode", "num_unique", "time_since_first"], trans_primitives=["month"], max_features=200
+        agg_primitives=["count", "sum", "mean", "max", "min", "std", "mode", "num_unique", "time_since_first"],
+        trans_primitives=["month"],
+        max_features=200,
     ),
 }
 RESULTS = Path(__file__).with_name("results") / "feature_engine.json"
@@ -61,7 +67,9 @@ def _owner(column: str) -> str:
 def prepare(tables: dict[str, pd.DataFrame], primitives: dict) -> tuple[list, ft.EntitySet, pd.DataFrame]:
     labels = label_orders(tables["orders"], "SalesOrderID", "CustomerID", "OrderDate", 180)
     es = build_entityset(SPEC, _with_instants(SPEC, tables))
-    defs = ft.dfs(entityset=es, target_dataframe_name="orders", max_depth=2, ignore_columns=foreign_keys(SPEC), features_only=True, **primitives)
+    defs = ft.dfs(
+        entityset=es, target_dataframe_name="orders", max_depth=2, ignore_columns=foreign_keys(SPEC), features_only=True, **primitives
+    )
     return defs, es, cutoff_times(SPEC, tables, labels)
 
 
@@ -87,9 +95,16 @@ def main() -> None:
     for set_name, primitives in PRIMITIVE_SETS.items():
         defs, es, cutoff = prepare(tables, primitives)
         engine_s, matrix = timed(calculate_feature_matrix, defs, es, cutoff)
-        entry = {"features": len(defs), "orders": len(cutoff), "distinct_cutoffs": int(cutoff.time.nunique()), "engine_seconds": round(engine_s, 2)}
+        entry = {
+            "features": len(defs),
+            "orders": len(cutoff),
+            "distinct_cutoffs": int(cutoff.time.nunique()),
+            "engine_seconds": round(engine_s, 2),
+        }
         if not args.skip_featuretools:
-            ft_s, expected = timed(ft.calculate_feature_matrix, defs, es, cutoff_time=cutoff, include_cutoff_time=True, cutoff_time_in_index=False)
+            ft_s, expected = timed(
+                ft.calculate_feature_matrix, defs, es, cutoff_time=cutoff, include_cutoff_time=True, cutoff_time_in_index=False
+            )
             pd.testing.assert_frame_equal(expected, matrix, check_exact=False, rtol=1e-9)
             entry.update(featuretools_seconds=round(ft_s, 1), engine_speedup=round(ft_s / engine_s, 1), equal=True)
         report[set_name] = entry

@@ -34,7 +34,11 @@ def _worker(config_path, overrides, run_id, index, seconds, threads):
     from pipeline.logs import setup_logging
 
     setup_logging()
-    overrides = {**(overrides or {}), "model": {**(overrides or {}).get("model", {}), "num_threads": threads}, "tuning": {**(overrides or {}).get("tuning", {}), "timeout_minutes": seconds / 60}}
+    overrides = {
+        **(overrides or {}),
+        "model": {**(overrides or {}).get("model", {}), "num_threads": threads},
+        "tuning": {**(overrides or {}).get("tuning", {}), "timeout_minutes": seconds / 60},
+    }
     cfg = load_config(config_path, overrides)
     steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), index, target_trials=1_000_000)
 
@@ -44,7 +48,10 @@ def measure(config_path, overrides, run_id: str, workers: int, seconds: float) -
     from pipeline import tuning
 
     journal = Path(tempfile.mkdtemp(prefix="bench-")) / "journal.log"
-    overrides = {**(overrides or {}), "tuning": {**(overrides or {}).get("tuning", {}), "storage": f"journal://{journal}", "study_name": f"bench-{workers}w"}}
+    overrides = {
+        **(overrides or {}),
+        "tuning": {**(overrides or {}).get("tuning", {}), "storage": f"journal://{journal}", "study_name": f"bench-{workers}w"},
+    }
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(config_path, overrides, run_id, i, seconds, threads)) for i in range(workers)]
@@ -61,8 +68,15 @@ def measure(config_path, overrides, run_id: str, workers: int, seconds: float) -
     last = max(t.datetime_complete for t in trials)
     busy_minutes = (last - first).total_seconds() / 60
     pruned = sum(t.state.name == "PRUNED" for t in trials)
-    return {"workers": workers, "threads": threads, "finished": len(trials), "pruned": pruned,
-            "minutes": busy_minutes, "per_minute": len(trials) / busy_minutes, "wall_s": wall}
+    return {
+        "workers": workers,
+        "threads": threads,
+        "finished": len(trials),
+        "pruned": pruned,
+        "minutes": busy_minutes,
+        "per_minute": len(trials) / busy_minutes,
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -86,7 +100,10 @@ def main() -> None:
         "",
         "| workers | LightGBM threads each | finished trials | of which pruned | minutes | trials / minute | vs 1 worker |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r['workers']} | {r['threads']} | {r['finished']} | {r['pruned']} | {r['minutes']:.2f} | {r['per_minute']:.1f} | {r['per_minute'] / base:.2f}x |" for r in rows),
+        *(
+            f"| {r['workers']} | {r['threads']} | {r['finished']} | {r['pruned']} | {r['minutes']:.2f} | {r['per_minute']:.1f} | {r['per_minute'] / base:.2f}x |"
+            for r in rows
+        ),
     ]
     text = "\n".join(lines) + "\n"
     REPORT.write_text(text)

@@ -30,8 +30,13 @@ from pipeline.preprocess import Encoder
 
 DEFAULT_VALUE_COLUMNS = ("TotalDue", "SubTotal")
 OWN_COLUMNS_PARAMS = {
-    "objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20,
-    "feature_fraction": 0.9, "lambda_l2": 1.0, "verbosity": -1,
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 20,
+    "feature_fraction": 0.9,
+    "lambda_l2": 1.0,
+    "verbosity": -1,
 }
 
 
@@ -94,7 +99,9 @@ def own_columns_lgbm(parts: dict[str, tuple[pd.DataFrame, pd.Series]], metric: s
     encoder = Encoder().fit(parts["train"][0].assign(**{LABEL: parts["train"][1]}))
     X = {name: encoder.transform(frame) for name, (frame, _) in parts.items()}
     y = {name: label for name, (_, label) in parts.items()}
-    model = LightGBMModel(params=dict(OWN_COLUMNS_PARAMS), num_boost_round=1000, early_stopping_rounds=50, metric=metric, num_threads=num_threads)
+    model = LightGBMModel(
+        params=dict(OWN_COLUMNS_PARAMS), num_boost_round=1000, early_stopping_rounds=50, metric=metric, num_threads=num_threads
+    )
     rounds = model.fit(X["train"], y["train"], X["valid"], y["valid"]).best_iteration
     n_fit = len(X["train"]) + len(X["valid"])
     model.fit_rounds(pd.concat([X["train"], X["valid"]]), pd.concat([y["train"], y["valid"]]), round(rounds * n_fit / len(X["train"])))

@@ -52,7 +52,12 @@ def check_spec(cfg: Config) -> list[Problem]:
             try:
                 type_system.str_to_logical_type(name)
             except ValueError:
-                problems.append(Problem("spec", f"entities.{entity}.logical_types.{column}: {name!r} is not a woodwork logical type (one of {', '.join(known)})"))
+                problems.append(
+                    Problem(
+                        "spec",
+                        f"entities.{entity}.logical_types.{column}: {name!r} is not a woodwork logical type (one of {', '.join(known)})",
+                    )
+                )
     return problems
 
 
@@ -87,7 +92,12 @@ def check_source(cfg: Config) -> list[Problem]:
                     continue
                 missing = sorted(c for c in spec_columns(spec, entity) if c.lower() not in columns)
                 if missing:
-                    problems.append(Problem("source", f"entity {entity!r} on {describe_url(url)}: the query returns no column(s) {missing} that the spec names"))
+                    problems.append(
+                        Problem(
+                            "source",
+                            f"entity {entity!r} on {describe_url(url)}: the query returns no column(s) {missing} that the spec names",
+                        )
+                    )
     except DataSourceError as exc:
         problems.append(Problem("source", str(exc)))
     finally:
@@ -107,7 +117,9 @@ def check_storage(cfg: Config) -> list[Problem]:
     try:
         S3Store(bucket, settings=settings).list("__check__/")
     except FileNotFoundError:
-        return [Problem("storage", f"bucket {bucket!r} does not exist at {settings.endpoint_url or 'AWS'}: check storage.uri, or create it")]
+        return [
+            Problem("storage", f"bucket {bucket!r} does not exist at {settings.endpoint_url or 'AWS'}: check storage.uri, or create it")
+        ]
     except (PermissionError, ConnectionError) as exc:
         return [Problem("storage", str(exc))]
     return []
@@ -122,14 +134,20 @@ def check_tracking(cfg: Config) -> list[Problem]:
         return []
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     try:
-        resp = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                            auth=(user, password) if user else None, timeout=TIMEOUT)
+        resp = requests.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=(user, password) if user else None,
+            timeout=TIMEOUT,
+        )
     except requests.RequestException as exc:
         return [Problem("tracking", f"MLflow at {uri} does not answer ({type(exc).__name__}): is the server running?")]
     if resp.status_code == 401:
         return [Problem("tracking", f"MLflow at {uri} wants a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")]
     if resp.status_code == 403:
-        return [Problem("tracking", f"MLflow at {uri} refused this host or user (HTTP 403): check --allowed-hosts and the user's permissions")]
+        return [
+            Problem("tracking", f"MLflow at {uri} refused this host or user (HTTP 403): check --allowed-hosts and the user's permissions")
+        ]
     if resp.status_code != 200:
         return [Problem("tracking", f"MLflow at {uri} answered HTTP {resp.status_code}")]
     return []
@@ -165,8 +183,9 @@ def prefect_api_problems() -> list[Problem]:
         return [Problem("prefect", "PREFECT_API_URL is not set: start the stack and export its environment (python -m pipeline stack env)")]
     auth = os.environ.get("PREFECT_API_AUTH_STRING")
     try:
-        resp = requests.post(f"{api.rstrip('/')}/work_pools/filter", json={"limit": 1}, timeout=TIMEOUT,
-                             auth=tuple(auth.split(":", 1)) if auth else None)
+        resp = requests.post(
+            f"{api.rstrip('/')}/work_pools/filter", json={"limit": 1}, timeout=TIMEOUT, auth=tuple(auth.split(":", 1)) if auth else None
+        )
     except requests.RequestException as exc:
         return [Problem("prefect", f"the Prefect API at {api} does not answer ({type(exc).__name__})")]
     if resp.status_code == 401:

@@ -148,7 +148,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if failed_checks(cfg):
         return 2
-    print("all checks passed: spec, source, storage, tracking, tuning storage" + (", Prefect API" if cfg.tuning.dispatch == "prefect" else ""))
+    print(
+        "all checks passed: spec, source, storage, tracking, tuning storage" + (", Prefect API" if cfg.tuning.dispatch == "prefect" else "")
+    )
     return 0
 
 
@@ -222,7 +224,9 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     url = args.url or cfg.data.url
-    counts = write_synthetic(url, customers=args.customers or cfg.data.synthetic.customers, seed=args.seed if args.seed is not None else cfg.data.synthetic.seed)
+    counts = write_synthetic(
+        url, customers=args.customers or cfg.data.synthetic.customers, seed=args.seed if args.seed is not None else cfg.data.synthetic.seed
+    )
     print(json.dumps(counts, indent=2))
     return 0
 
@@ -293,9 +297,15 @@ def _wait_for_flow_run(flow_run_id, patience: float = 600.0):
                 now = time.monotonic()
                 if unreachable_since is None:
                     unreachable_since = now
-                    print(f"the Prefect API does not answer ({type(exc).__name__}): waiting for it (up to {patience:.0f} s)", file=sys.stderr, flush=True)
+                    print(
+                        f"the Prefect API does not answer ({type(exc).__name__}): waiting for it (up to {patience:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if now - unreachable_since > patience:
-                    raise SystemExit(f"error: the Prefect API did not come back within {patience:.0f} s; flow run {flow_run_id} state unknown") from None
+                    raise SystemExit(
+                        f"error: the Prefect API did not come back within {patience:.0f} s; flow run {flow_run_id} state unknown"
+                    ) from None
                 state = None
             if state is not None and state.is_final():
                 return state

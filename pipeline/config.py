@@ -242,7 +242,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     for name, raw in (os.environ if environ is None else environ).items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         node = result
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -37,8 +37,12 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
     else:
         shards = [steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), 0, target, tracking_parent)]
     if cfg.tuning.dispatch == "prefect" and finished_trials(study) < target:
-        log.warning("study has %d of %d finished trials after the shards: re-submitting %d shard runs",
-                    finished_trials(study), target, cfg.tuning.n_shards)
+        log.warning(
+            "study has %d of %d finished trials after the shards: re-submitting %d shard runs",
+            finished_trials(study),
+            target,
+            cfg.tuning.n_shards,
+        )
         shards += _prefect_shards(cfg, run_id, overrides, tracking_parent, study)
     fallback = None
     missing = target - finished_trials(study)
@@ -106,7 +110,10 @@ def _prefect_shards(cfg: Config, run_id: str, overrides, tracking_parent, study)
         run_deployment(
             name=cfg.tuning.shard_deployment,
             parameters={
-                "overrides": overrides, "run_id": run_id, "target_trials": target, "shard_index": i,
+                "overrides": overrides,
+                "run_id": run_id,
+                "target_trials": target,
+                "shard_index": i,
                 "tracking_parent": tracking_parent,
             },
             timeout=0,
@@ -163,8 +170,11 @@ def _crash_unfinished(client, runs) -> None:
     for run in runs:
         state = client.read_flow_run(run.id).state
         if state is None or not state.is_final():
-            log.warning("shard flow run %s is still %s after tuning ended: its worker is gone; marking it Crashed",
-                        run.name, state.name if state else "unknown")
+            log.warning(
+                "shard flow run %s is still %s after tuning ended: its worker is gone; marking it Crashed",
+                run.name,
+                state.name if state else "unknown",
+            )
             client.set_flow_run_state(run.id, Crashed(message="the shard stopped while its study finished without it"), force=True)
 
 

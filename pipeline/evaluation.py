@@ -107,7 +107,9 @@ def choose_threshold(y_true: ArrayLike, proba: ArrayLike, objective: str, min_re
     plus "nobody", so the answer is exact on these rows; ties go to the highest threshold.
     """
     if objective not in THRESHOLD_OBJECTIVES:
-        raise ValueError(f"unknown threshold objective {objective!r}; allowed: {', '.join(THRESHOLD_OBJECTIVES)} (or 'fixed' in the config)")
+        raise ValueError(
+            f"unknown threshold objective {objective!r}; allowed: {', '.join(THRESHOLD_OBJECTIVES)} (or 'fixed' in the config)"
+        )
     y, p = _validate(y_true, proba)
     order = np.argsort(-p, kind="mergesort")
     scores, labels = p[order], y[order]
@@ -194,8 +196,10 @@ def calibration_report(y_true: ArrayLike, raw: ArrayLike, calibrated: ArrayLike)
     y, p = _validate(y_true, raw)
     _, q = _validate(y_true, calibrated)
     return {
-        "log_loss_before": score("log_loss", y, p), "log_loss_after": score("log_loss", y, q),
-        "brier_before": score("brier", y, p), "brier_after": score("brier", y, q),
+        "log_loss_before": score("log_loss", y, p),
+        "log_loss_after": score("log_loss", y, q),
+        "brier_before": score("brier", y, p),
+        "brier_after": score("brier", y, q),
     }
 
 
@@ -279,9 +283,7 @@ def _plot_pr(y: np.ndarray, p: np.ndarray) -> plt.Figure:
 def _plot_calibration(y: np.ndarray, p: np.ndarray) -> plt.Figure:
     """Reliability diagram over a histogram, so sparse bins are visibly sparse."""
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     ax.plot(mean_pred, frac_pos, marker="o", lw=2, label="model")
     ax.set_ylabel("Observed fraction of positives")
@@ -290,8 +292,7 @@ def _plot_calibration(y: np.ndarray, p: np.ndarray) -> plt.Figure:
     ax.legend(loc="upper left")
     ax.set_title(f"Calibration — Brier {brier_score_loss(y, p):.3f}, log loss {log_loss(y, p, labels=[0, 1]):.3f}")
     bins = np.linspace(0, 1, 21)
-    hist.hist([p[y == 0], p[y == 1]], bins=bins, stacked=True, label=["negative", "positive"],
-              color=["tab:blue", "tab:orange"])
+    hist.hist([p[y == 0], p[y == 1]], bins=bins, stacked=True, label=["negative", "positive"], color=["tab:blue", "tab:orange"])
     hist.set_xlabel("Predicted probability")
     hist.set_ylabel("Rows")
     hist.set_xlim(0, 1)

@@ -35,9 +35,7 @@ class Explanation:
     importance_csv: Path
 
 
-def explain(
-    booster: lightgbm.Booster, X: pd.DataFrame, out_dir: str | Path, max_rows: int = 2000, seed: int = 0
-) -> Explanation:
+def explain(booster: lightgbm.Booster, X: pd.DataFrame, out_dir: str | Path, max_rows: int = 2000, seed: int = 0) -> Explanation:
     """Explain `booster` on up to `max_rows` rows of `X` and write the plots and CSV to `out_dir`.
 
     `X` must be a frame the booster can predict on (same columns, pandas
@@ -90,7 +88,7 @@ def shorten(name: str, limit: int = MAX_LABEL_CHARS) -> str:
     if len(name) <= limit:
         return name
     head = (limit - 1) // 2
-    return f"{name[:head]}…{name[-(limit - 1 - head):]}"
+    return f"{name[:head]}…{name[-(limit - 1 - head) :]}"
 
 
 def _positive_class_shap(raw: np.ndarray | list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:

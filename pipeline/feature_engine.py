@@ -47,17 +47,48 @@ from featuretools.utils.time_utils import convert_time_units
 log = logging.getLogger(__name__)
 
 AGGREGATIONS = {
-    "count", "sum", "mean", "max", "min", "std", "skew", "mode", "num_unique", "percent_true",
-    "time_since_first", "time_since_last",
+    "count",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "std",
+    "skew",
+    "mode",
+    "num_unique",
+    "percent_true",
+    "time_since_first",
+    "time_since_last",
 }
 # Row-wise transforms: each output value depends on its own row only (unlike cum_sum or
 # percentile, which depend on the other rows visible at the cutoff); computed with the
 # primitive's own function.
 ROW_WISE_TRANSFORMS = {
-    "day", "day_of_year", "days_in_month", "hour", "is_leap_year", "is_month_end", "is_month_start",
-    "is_quarter_end", "is_quarter_start", "is_weekend", "is_year_end", "is_year_start", "minute",
-    "month", "quarter", "second", "week", "weekday", "year",
-    "absolute", "natural_logarithm", "negate", "square_root", "is_null", "not",
+    "day",
+    "day_of_year",
+    "days_in_month",
+    "hour",
+    "is_leap_year",
+    "is_month_end",
+    "is_month_start",
+    "is_quarter_end",
+    "is_quarter_start",
+    "is_weekend",
+    "is_year_end",
+    "is_year_start",
+    "minute",
+    "month",
+    "quarter",
+    "second",
+    "week",
+    "weekday",
+    "year",
+    "absolute",
+    "natural_logarithm",
+    "negate",
+    "square_root",
+    "is_null",
+    "not",
 }
 ROW, KEY, TIME, EXISTS, POSITION = "__row", "__key", "__t", "__exists", "__position"
 
@@ -88,7 +119,9 @@ def calculate_feature_matrix(features: list[FeatureBase], entityset: ft.EntitySe
     computed_here = {f.unique_name() for f in supported}  # not `f in supported`: features overload ==
     fallback = [f for f in features if f.unique_name() not in computed_here]
     if fallback:
-        log.info("feature engine: featuretools computes %d unsupported feature(s): %s", len(fallback), ", ".join(f.get_name() for f in fallback))
+        log.info(
+            "feature engine: featuretools computes %d unsupported feature(s): %s", len(fallback), ", ".join(f.get_name() for f in fallback)
+        )
         computed = ft.calculate_feature_matrix(fallback, entityset, cutoff_time=cutoff[["instance_id", "time"]], cutoff_time_in_index=True)
         columns.update({name: computed[name].array for name in computed.columns})  # .array keeps categories
     index = pd.MultiIndex.from_arrays([cutoff["instance_id"].to_numpy(), cutoff["time"].to_numpy()], names=[target.ww.index, "time"])
@@ -113,8 +146,10 @@ def is_supported(feature: FeatureBase, entityset: ft.EntitySet) -> bool:
         return is_supported(feature.base_features[0], entityset)
     if type(feature) is TransformFeature:
         p = feature.primitive
-        return p.name in ROW_WISE_TRANSFORMS and not p.uses_calc_time and all(
-            _categories_of(b, entityset) is None and is_supported(b, entityset) for b in feature.base_features
+        return (
+            p.name in ROW_WISE_TRANSFORMS
+            and not p.uses_calc_time
+            and all(_categories_of(b, entityset) is None and is_supported(b, entityset) for b in feature.base_features)
         )
     if type(feature) is AggregationFeature:
         return _aggregation_supported(feature) and is_supported(feature.base_features[0], entityset)
@@ -178,7 +213,9 @@ class _Engine:
             p_type, c_type = parent.frame.schema[p_col], child.frame.schema[c_col]
             if p_type == c_type:
                 continue
-            common = (pl.Float64 if pl.Float64 in (p_type, c_type) else pl.Int64) if p_type.is_numeric() and c_type.is_numeric() else pl.String
+            common = (
+                (pl.Float64 if pl.Float64 in (p_type, c_type) else pl.Int64) if p_type.is_numeric() and c_type.is_numeric() else pl.String
+            )
             parent.frame = parent.frame.with_columns(pl.col(p_col).cast(common))
             child.frame = child.frame.with_columns(pl.col(c_col).cast(common))
 
@@ -350,6 +387,9 @@ def _mode(values: pl.DataFrame, feature: AggregationFeature) -> pl.DataFrame:
     """Most frequent value per query row, the smallest one on ties (pandas' Series.mode()[0])."""
     x = feature.base_features[0].get_name()
     counts = values.select(ROW, x).drop_nulls().group_by(ROW, x).len()
-    return counts.sort([ROW, "len", x], descending=[False, True, False]).group_by(ROW, maintain_order=True).first().select(
-        ROW, pl.col(x).alias(feature.get_name())
+    return (
+        counts.sort([ROW, "len", x], descending=[False, True, False])
+        .group_by(ROW, maintain_order=True)
+        .first()
+        .select(ROW, pl.col(x).alias(feature.get_name()))
     )

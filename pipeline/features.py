@@ -203,7 +203,12 @@ def synthesize(
 
 
 def calculate_features(
-    defs: list[ft.FeatureBase], es: ft.EntitySet, cutoff: pd.DataFrame, engine: str = "columnar", approximate: str | None = None, n_jobs: int = 1,
+    defs: list[ft.FeatureBase],
+    es: ft.EntitySet,
+    cutoff: pd.DataFrame,
+    engine: str = "columnar",
+    approximate: str | None = None,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """The features `defs` of the cutoff frame's instances, each as of its cutoff time: training and scoring both compute them here."""
     started = time.perf_counter()
@@ -213,8 +218,15 @@ def calculate_features(
         matrix = calculate_feature_matrix(defs, es, cutoff)
     elif engine == "featuretools":
         matrix = ft.calculate_feature_matrix(
-            defs, es, cutoff_time=cutoff, approximate=approximate, n_jobs=n_jobs, include_cutoff_time=True,
-            cutoff_time_in_index=False, progress_callback=_progress_logger(), verbose=False,
+            defs,
+            es,
+            cutoff_time=cutoff,
+            approximate=approximate,
+            n_jobs=n_jobs,
+            include_cutoff_time=True,
+            cutoff_time_in_index=False,
+            progress_callback=_progress_logger(),
+            verbose=False,
         )
     else:
         raise ValueError(f"features.engine must be 'columnar' or 'featuretools', got {engine!r}")

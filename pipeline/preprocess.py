@@ -68,7 +68,11 @@ def time_split(
         _check_part(name, getattr(split, name), min_rows)
     log.info(
         "time split: train %d, valid %d, test %d (from %s); %d training orders purged (label window overlaps test)",
-        len(split.train), len(split.valid), len(split.test), test_start.date(), purged,
+        len(split.train),
+        len(split.valid),
+        len(split.test),
+        test_start.date(),
+        purged,
     )
     return split
 
@@ -111,7 +115,11 @@ class Encoder:
                 self.dropped[col] = "datetime"
             elif series.nunique(dropna=True) <= 1:
                 self.dropped[col] = "constant or empty in training"
-            elif isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
+            elif (
+                isinstance(series.dtype, pd.CategoricalDtype)
+                or pd.api.types.is_object_dtype(series)
+                or pd.api.types.is_string_dtype(series)
+            ):
                 self.categories[col] = sorted(series.dropna().astype(str).unique().tolist())
             else:
                 self.numeric.append(col)

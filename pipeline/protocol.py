@@ -61,7 +61,9 @@ def fingerprint(
     }
 
 
-def split_protocol(method: str, test_start: pd.Timestamp | None, purge: bool, test_size: float, valid_size: float, seed: int) -> dict[str, Any]:
+def split_protocol(
+    method: str, test_start: pd.Timestamp | None, purge: bool, test_size: float, valid_size: float, seed: int
+) -> dict[str, Any]:
     """What decides the test rows. The seed only matters for a random split, so a time split omits it."""
     out: dict[str, Any] = {"method": method, "test_size": float(test_size), "valid_size": float(valid_size), "purge": bool(purge)}
     if method == "time":
@@ -84,7 +86,7 @@ def to_tags(fp: Mapping[str, Any]) -> dict[str, str]:
 
 def from_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """The `protocol.*` tags of a run or model version, prefix removed; empty if it has none."""
-    return {key[len(TAG_PREFIX):]: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
+    return {key[len(TAG_PREFIX) :]: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
 
 
 def differences(old: Mapping[str, str], new: Mapping[str, str], keys: tuple[str, ...]) -> dict[str, tuple[str | None, str | None]]:

@@ -95,7 +95,11 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
     tracking.setup(t.tracking_uri, t.experiment, t.artifact_location)
     client = MlflowClient()
     try:
-        mv = client.get_model_version(t.registered_model, str(version)) if version else client.get_model_version_by_alias(t.registered_model, t.champion_alias)
+        mv = (
+            client.get_model_version(t.registered_model, str(version))
+            if version
+            else client.get_model_version_by_alias(t.registered_model, t.champion_alias)
+        )
     except MlflowException as exc:
         which = f"version {version}" if version else f"alias @{t.champion_alias}"
         raise ScoringError(
@@ -103,6 +107,7 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
             "train one first (python -m pipeline run) or pick a registered version with --version"
         ) from exc
     with tempfile.TemporaryDirectory() as tmp:
+
         def artifact(path: str) -> str:
             try:
                 return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=path, dst_path=tmp)).read_text()
@@ -114,10 +119,15 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
 
         definitions, encoder, reference = (artifact(p) for p in (DEFINITIONS_ARTIFACT, ENCODER_ARTIFACT, DRIFT_ARTIFACT))
     return ScoringModel(
-        name=mv.name, version=int(mv.version), run_id=mv.run_id,
+        name=mv.name,
+        version=int(mv.version),
+        run_id=mv.run_id,
         booster=mlflow.lightgbm.load_model(f"models:/{mv.name}/{mv.version}"),
-        features=ft.load_features(definitions), encoder=Encoder(**json.loads(encoder)),
-        calibrator=tracking.run_calibrator(mv), threshold=float(mv.tags["threshold"]), tags=dict(mv.tags),
+        features=ft.load_features(definitions),
+        encoder=Encoder(**json.loads(encoder)),
+        calibrator=tracking.run_calibrator(mv),
+        threshold=float(mv.tags["threshold"]),
+        tags=dict(mv.tags),
         drift_reference=json.loads(reference),
     )
 
@@ -136,7 +146,8 @@ def check_spec(model: ScoringModel, spec_name: str, spec_digest: str) -> None:
 def check_definitions(features: list[FeatureBase], entityset: ft.EntitySet) -> None:
     """Refuse definitions that need a dataframe, column (of the same logical type) or relationship the data lacks."""
     relationships = {
-        (r.parent_dataframe.ww.name, r._parent_column_name, r.child_dataframe.ww.name, r._child_column_name) for r in entityset.relationships
+        (r.parent_dataframe.ww.name, r._parent_column_name, r.child_dataframe.ww.name, r._child_column_name)
+        for r in entityset.relationships
     }
     problems: set[str] = set()
     for feature in _with_dependencies(features):
@@ -148,7 +159,8 @@ def check_definitions(features: list[FeatureBase], entityset: ft.EntitySet) -> N
             problems |= _column_problems(feature, entityset)
     if problems:
         raise ScoringError(
-            "the model's feature definitions do not match the current data: " + "; ".join(sorted(problems))
+            "the model's feature definitions do not match the current data: "
+            + "; ".join(sorted(problems))
             + ". Score with the spec and features settings the model was trained with, or retrain"
         )
 
@@ -184,8 +196,9 @@ def resolve_as_of(as_of: str, order_times: pd.Series) -> pd.Timestamp:
     return pd.Timestamp(as_of).normalize()
 
 
-def latest_orders(orders: pd.DataFrame, instants: pd.Series, order_key: str, customer_key: str, time_index: str,
-                  as_of: pd.Timestamp, active_days: int) -> pd.DataFrame:
+def latest_orders(
+    orders: pd.DataFrame, instants: pd.Series, order_key: str, customer_key: str, time_index: str, as_of: pd.Timestamp, active_days: int
+) -> pd.DataFrame:
     """Each active customer's latest order placed on or before `as_of` (the whole day counts).
 
     Active: that order falls in the `active_days` days ending on `as_of`. "Latest" follows the
@@ -193,17 +206,23 @@ def latest_orders(orders: pd.DataFrame, instants: pd.Series, order_key: str, cus
     it is for the features.
     """
     end = as_of + pd.Timedelta(days=1)
-    frame = pd.DataFrame({
-        "customer_id": orders[customer_key].to_numpy(), "order_id": orders[order_key].to_numpy(),
-        "order_time": pd.to_datetime(orders[time_index]).to_numpy(), "instant": orders[order_key].map(instants).to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": orders[customer_key].to_numpy(),
+            "order_id": orders[order_key].to_numpy(),
+            "order_time": pd.to_datetime(orders[time_index]).to_numpy(),
+            "instant": orders[order_key].map(instants).to_numpy(),
+        }
+    )
     placed = frame[(frame["order_time"] < end) & frame["customer_id"].notna()]
     latest = placed.sort_values(["instant", "order_id"], kind="mergesort").groupby("customer_id").tail(1)
     active = latest[latest["order_time"] >= end - pd.Timedelta(days=active_days)]
     return active.sort_values("customer_id", kind="mergesort").reset_index(drop=True)
 
 
-def customer_features(cfg: Config, model: ScoringModel, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def customer_features(
+    cfg: Config, model: ScoringModel, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(latest orders of the active customers, the model's input rows for them): training's feature code, cutoff = each order's instant."""
     from pipeline import tracking
     from pipeline.features import calculate_features, order_instants, point_in_time_entityset
@@ -265,7 +284,9 @@ def top_reasons(booster: lightgbm.Booster, X: pd.DataFrame, n: int = TOP_REASONS
         pushes = values[np.arange(len(X)), j] > 0
         names = np.asarray(X.columns, dtype=object)[j]
         columns[f"reason_{i + 1}"] = [name if up else None for name, up in zip(names, pushes, strict=True)]
-        columns[f"reason_{i + 1}_value"] = [_shown(X.iat[row, col]) if up else None for row, (col, up) in enumerate(zip(j, pushes, strict=True))]
+        columns[f"reason_{i + 1}_value"] = [
+            _shown(X.iat[row, col]) if up else None for row, (col, up) in enumerate(zip(j, pushes, strict=True))
+        ]
         columns[f"reason_{i + 1}_shap"] = np.where(pushes, values[np.arange(len(X)), j], np.nan)
     return pd.DataFrame(columns, index=X.index)
 
@@ -356,15 +377,17 @@ def score_rows(cfg: Config, model: ScoringModel, latest: pd.DataFrame, X: pd.Dat
     """The output table: customer, as-of, order used, probability, band, reasons, model; highest risk first."""
     proba = churn_probability(model, X)
     s = cfg.scoring
-    rows = pd.DataFrame({
-        "customer_id": latest["customer_id"].to_numpy(),
-        "as_of": as_of.date().isoformat(),
-        "order_id": latest["order_id"].to_numpy(),
-        "order_time": latest["order_time"].to_numpy(),
-        "days_since_order": (as_of - latest["order_time"].dt.normalize()).dt.days.to_numpy(),
-        "churn_probability": proba,
-        "risk_band": risk_bands(proba, model.threshold, s.high_band, s.bands),
-    })
+    rows = pd.DataFrame(
+        {
+            "customer_id": latest["customer_id"].to_numpy(),
+            "as_of": as_of.date().isoformat(),
+            "order_id": latest["order_id"].to_numpy(),
+            "order_time": latest["order_time"].to_numpy(),
+            "days_since_order": (as_of - latest["order_time"].dt.normalize()).dt.days.to_numpy(),
+            "churn_probability": proba,
+            "risk_band": risk_bands(proba, model.threshold, s.high_band, s.bands),
+        }
+    )
     reasons = top_reasons(model.booster, X).reset_index(drop=True)
     rows = pd.concat([rows, reasons], axis=1).assign(model_name=model.name, model_version=model.version, training_run_id=model.run_id)
     return rows.sort_values(["churn_probability", "customer_id"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
@@ -375,13 +398,20 @@ def summarize(cfg: Config, model: ScoringModel, scores: pd.DataFrame, psi: pd.Se
     bands = scores["risk_band"].value_counts(normalize=True)
     names = [cfg.scoring.high_band, *sorted(cfg.scoring.bands, key=cfg.scoring.bands.get, reverse=True)]
     return {
-        "model": model.name, "version": model.version, "training_run_id": model.run_id, "as_of": as_of.date().isoformat(),
-        "customers": len(scores), "active_days": cfg.scoring.active_days, "threshold": model.threshold,
+        "model": model.name,
+        "version": model.version,
+        "training_run_id": model.run_id,
+        "as_of": as_of.date().isoformat(),
+        "customers": len(scores),
+        "active_days": cfg.scoring.active_days,
+        "threshold": model.threshold,
         "probability": {"mean": float(proba.mean()), **{k: float(np.quantile(proba, q)) for k, q in QUANTILES.items()}},
         "bands": {name: float(bands.get(name, 0.0)) for name in names},
         "drift": {
             "top_psi": [{"feature": f, "psi": round(v, 4)} for f, v in psi.head(PSI_TOP).items()],
-            "max_psi": float(psi.max()) if len(psi) else 0.0, "features_over_0.25": int((psi > 0.25).sum()), "features": len(psi),
+            "max_psi": float(psi.max()) if len(psi) else 0.0,
+            "features_over_0.25": int((psi > 0.25).sum()),
+            "features": len(psi),
         },
         "psi": {f: round(v, 6) for f, v in psi.items()},
     }
@@ -411,10 +441,13 @@ def write_table(scores: pd.DataFrame, url: str, table: str) -> int:
         with engine.begin() as conn:
             if sa.inspect(conn).has_table(table):
                 target = sa.Table(table, sa.MetaData(), autoload_with=conn)
-                conn.execute(target.delete().where(
-                    (target.c.model_name == first["model_name"]) & (target.c.model_version == int(first["model_version"]))
-                    & (target.c.as_of == first["as_of"])
-                ))
+                conn.execute(
+                    target.delete().where(
+                        (target.c.model_name == first["model_name"])
+                        & (target.c.model_version == int(first["model_version"]))
+                        & (target.c.as_of == first["as_of"])
+                    )
+                )
             scores.to_sql(table, conn, if_exists="append", index=False)
     finally:
         engine.dispose()
@@ -430,15 +463,23 @@ def log_summary(cfg: Config, summary: dict[str, Any]) -> str:
     t = cfg.tracking
     tracking.setup(t.tracking_uri, t.experiment, t.artifact_location)
     with mlflow.start_run(run_name=f"score-{summary['as_of']}") as run:
-        mlflow.set_tags({
-            "kind": "scoring", "model_name": summary["model"], "model_version": str(summary["version"]),
-            "training_run_id": summary["training_run_id"], "as_of": summary["as_of"],
-        })
-        mlflow.log_metrics({
-            "customers": summary["customers"], "max_psi": summary["drift"]["max_psi"],
-            **{f"probability_{k}": v for k, v in summary["probability"].items()},
-            **{f"share_{band}": v for band, v in summary["bands"].items()},
-        })
+        mlflow.set_tags(
+            {
+                "kind": "scoring",
+                "model_name": summary["model"],
+                "model_version": str(summary["version"]),
+                "training_run_id": summary["training_run_id"],
+                "as_of": summary["as_of"],
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "customers": summary["customers"],
+                "max_psi": summary["drift"]["max_psi"],
+                **{f"probability_{k}": v for k, v in summary["probability"].items()},
+                **{f"share_{band}": v for band, v in summary["bands"].items()},
+            }
+        )
         mlflow.log_dict({k: v for k, v in summary.items() if k != "psi"}, "scoring_summary.json")
         mlflow.log_dict(summary["psi"], "drift_psi.json")
     return run.info.run_id
@@ -450,11 +491,15 @@ def top_table(scores: pd.DataFrame, n: int) -> str:
 
     top = scores.head(n)
     reasons = [
-        "; ".join(f"{shorten(row[f'reason_{i}'], 45)} = {row[f'reason_{i}_value']}" for i in range(1, TOP_REASONS + 1) if row[f"reason_{i}"])
+        "; ".join(
+            f"{shorten(row[f'reason_{i}'], 45)} = {row[f'reason_{i}_value']}" for i in range(1, TOP_REASONS + 1) if row[f"reason_{i}"]
+        )
         for _, row in top.iterrows()
     ]
     width = max(map(len, reasons), default=0)  # left-aligned: pandas right-aligns text columns
-    table = top[["customer_id", "churn_probability", "risk_band", "days_since_order"]].assign(pushed_up_by=[r.ljust(width) for r in reasons])
+    table = top[["customer_id", "churn_probability", "risk_band", "days_since_order"]].assign(
+        pushed_up_by=[r.ljust(width) for r in reasons]
+    )
     return table.to_string(index=False, justify="left", float_format=lambda v: f"{v:.3f}")
 
 
@@ -466,7 +511,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"with {summary['model']} v{summary['version']} (training run {summary['training_run_id']})",
         f"probability mean {p['mean']:.3f} | min {p['min']:.3f} p10 {p['p10']:.3f} p25 {p['p25']:.3f} p50 {p['p50']:.3f} "
         f"p75 {p['p75']:.3f} p90 {p['p90']:.3f} max {p['max']:.3f}",
-        "bands       " + ", ".join(f"{name} {share:.1%}" for name, share in summary["bands"].items())
+        "bands       "
+        + ", ".join(f"{name} {share:.1%}" for name, share in summary["bands"].items())
         + f" (high: probability >= threshold {summary['threshold']:.3f})",
         f"drift       PSI vs training, {d['features_over_0.25']} of {d['features']} features above 0.25; top: "
         + ", ".join(f"{row['feature']} {row['psi']:.3f}" for row in d["top_psi"]),

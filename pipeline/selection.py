@@ -67,7 +67,10 @@ def incomparable(champion: Mapping[str, str], challenger: Mapping[str, str]) -> 
     """Why the champion's and the challenger's scores on the same rows would not mean the same thing ([] if they would)."""
     if not champion:
         return ["the champion has no protocol fingerprint (registered before fingerprints were recorded)"]
-    reasons = [f"{key} differs (champion {old!r}, challenger {new!r})" for key, (old, new) in differences(champion, challenger, SAME_QUESTION).items()]
+    reasons = [
+        f"{key} differs (champion {old!r}, challenger {new!r})"
+        for key, (old, new) in differences(champion, challenger, SAME_QUESTION).items()
+    ]
     if reasons:
         return reasons
     if challenger.get("split.method") == "time":
@@ -80,7 +83,9 @@ def incomparable(champion: Mapping[str, str], challenger: Mapping[str, str]) -> 
     else:
         changed = differences(champion, challenger, SAME_RANDOM_SPLIT)
         if changed:
-            reasons.append(f"random splits of different data or settings ({', '.join(changed)}): the champion may have trained on the challenger's test rows")
+            reasons.append(
+                f"random splits of different data or settings ({', '.join(changed)}): the champion may have trained on the challenger's test rows"
+            )
     return reasons
 
 
@@ -108,7 +113,9 @@ def decide(
     if partial and not promote_partial:
         blockers.append(f"{partial} (tracking.promote_partial is false)")
     if split_method != "time":
-        blockers.append(f"split.method is {split_method!r}: registered for comparison only, never promoted (its test rows interleave in time with its training rows)")
+        blockers.append(
+            f"split.method is {split_method!r}: registered for comparison only, never promoted (its test rows interleave in time with its training rows)"
+        )
     if baselines:
         name = _best(baselines, direction)
         decision.best_baseline, decision.best_baseline_score = name, baselines[name]

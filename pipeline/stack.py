@@ -144,7 +144,11 @@ class StackSecrets:
 
     def values(self) -> list[str]:
         """Values that must never appear in logs, printed URLs, parameters or command lines."""
-        found = [getattr(self, f) for f in self.__dataclass_fields__ if f not in {"optuna_storage", "pipeline_env", "s3_access_key", "s3_admin_key", "mlflow_s3_key"}]
+        found = [
+            getattr(self, f)
+            for f in self.__dataclass_fields__
+            if f not in {"optuna_storage", "pipeline_env", "s3_access_key", "s3_admin_key", "mlflow_s3_key"}
+        ]
         found += [url_password(self.optuna_storage), *map(url_password, self.pipeline_env.values())]
         found.append(self.prefect_auth.partition(":")[2])
         return [s for s in found if s]
@@ -276,7 +280,9 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, marker: str, cwd: Pat
     """Start a detached process in its own session (so its group can be signalled), output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     _CHILDREN[proc.pid] = proc
     return Proc(pid=proc.pid, log=str(log), marker=marker, url=url)
 
@@ -388,7 +394,13 @@ def _probe(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
 
 
 def _wait_http(
-    service: str, url: str, ok: Callable[[int, bytes], bool], proc: Proc, timeout: float, secrets_: list[str], since: float | None = None,
+    service: str,
+    url: str,
+    ok: Callable[[int, bytes], bool],
+    proc: Proc,
+    timeout: float,
+    secrets_: list[str],
+    since: float | None = None,
     auth: tuple[str, str] | None = None,
 ) -> float:
     """Poll `url` until `ok(status, body)`; fail fast if the process dies, else after `timeout`."""
@@ -554,7 +566,9 @@ def s3_identity(name: str, key: str, secret: str, actions: list[str]) -> dict[st
 def role_identities(s: StackSecrets, data_bucket: str, mlflow_bucket: str) -> list[dict[str, Any]]:
     """Least privilege per role: the pipeline cannot touch registered models, MLflow cannot read run data."""
     return [
-        s3_identity("pipeline", s.s3_access_key, s.s3_secret_key, [*_read_write(data_bucket), f"Read:{mlflow_bucket}", f"List:{mlflow_bucket}"]),
+        s3_identity(
+            "pipeline", s.s3_access_key, s.s3_secret_key, [*_read_write(data_bucket), f"Read:{mlflow_bucket}", f"List:{mlflow_bucket}"]
+        ),
         s3_identity("mlflow", s.mlflow_s3_key, s.mlflow_s3_secret, _read_write(mlflow_bucket)),
     ]
 
@@ -564,7 +578,12 @@ def _read_write(bucket: str) -> list[str]:
 
 
 def start_seaweedfs(
-    state_dir: Path, host: str, port: int, access_key: str, secret_key: str, timeout: float = 30.0,
+    state_dir: Path,
+    host: str,
+    port: int,
+    access_key: str,
+    secret_key: str,
+    timeout: float = 30.0,
     identities: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> Proc:
     """`weed mini` with an admin S3 identity (+ `identities`), data under `<state_dir>/s3`, on ports
@@ -660,7 +679,11 @@ def ensure_work_pool(api_url: str, name: str, auth: str | None = None) -> None:
 
 
 def register_deployments(
-    api_url: str, project_dir: Path, deployments: dict[str, str], work_pool: str, queues: dict[str, str] | None = None,
+    api_url: str,
+    project_dir: Path,
+    deployments: dict[str, str],
+    work_pool: str,
+    queues: dict[str, str] | None = None,
     auth: str | None = None,
 ) -> list[str]:
     """Create or update deployments `{name: entrypoint}` whose code is pulled from `project_dir`.
@@ -733,7 +756,9 @@ def wait_for_workers(info: StackInfo, names: list[str], timeout: float) -> float
                 name = (dead or missing)[0]
                 log = info.processes[name].log
                 why = "exited" if dead else f"not online after {timeout:.0f} s"
-                raise StackError(f"worker {name} {why} (Prefect API {info.prefect_api_url}); last lines of {log}:\n{_tail(log, info.secret_values())}")
+                raise StackError(
+                    f"worker {name} {why} (Prefect API {info.prefect_api_url}); last lines of {log}:\n{_tail(log, info.secret_values())}"
+                )
             time.sleep(0.5)
 
 
@@ -802,7 +827,9 @@ def _start_prefect_server(settings: StackSettings, info: StackInfo) -> Proc:
         drop=("PREFECT_API_DATABASE_CONNECTION_URL",),
     )
     cmd = [_bin("prefect"), "server", "start", "--host", settings.host, "--port", str(settings.prefect_port)]
-    return _spawn(cmd, env, info.state_dir / "logs" / "prefect-server.log", "server start", info.state_dir, f"{info.prefect_api_url}/health")
+    return _spawn(
+        cmd, env, info.state_dir / "logs" / "prefect-server.log", "server start", info.state_dir, f"{info.prefect_api_url}/health"
+    )
 
 
 def _mlflow_auth_config(info: StackInfo) -> Path:
@@ -897,7 +924,9 @@ def up(settings: StackSettings) -> StackInfo:
     s = info.secrets
 
     print(f"checking PostgreSQL at {mask_url(settings.postgres_url)}", flush=True)
-    ensure_postgres_owned_databases(settings.postgres_url, {settings.prefect_db: s.prefect_db_password, settings.mlflow_db: s.mlflow_db_password})
+    ensure_postgres_owned_databases(
+        settings.postgres_url, {settings.prefect_db: s.prefect_db_password, settings.mlflow_db: s.mlflow_db_password}
+    )
     if settings.mysql_bootstrap_socket:
         print(f"creating MySQL database and user for {mask_url(optuna)} through {settings.mysql_bootstrap_socket}", flush=True)
         bootstrap_mysql(settings.mysql_bootstrap_socket, optuna)
@@ -907,7 +936,9 @@ def up(settings: StackSettings) -> StackInfo:
     if settings.s3_endpoint is None and not _running(info, "seaweedfs"):
         print(f"starting SeaweedFS on {info.s3_endpoint}", flush=True)
         identities = role_identities(s, settings.data_bucket, settings.mlflow_bucket)
-        info.processes["seaweedfs"] = start_seaweedfs(state_dir, settings.host, settings.s3_port, s.s3_admin_key, s.s3_admin_secret, settings.timeout, identities)
+        info.processes["seaweedfs"] = start_seaweedfs(
+            state_dir, settings.host, settings.s3_port, s.s3_admin_key, s.s3_admin_secret, settings.timeout, identities
+        )
         info.save()
     print(f"checking S3 at {info.s3_endpoint}, buckets {settings.data_bucket}, {settings.mlflow_bucket}", flush=True)
     ensure_buckets(info.s3_endpoint, [settings.data_bucket, settings.mlflow_bucket], s.s3_admin_key, s.s3_admin_secret)
@@ -921,10 +952,20 @@ def up(settings: StackSettings) -> StackInfo:
             info.save()
 
     prefect = info.processes["prefect-server"]
-    _wait_http("Prefect server", f"{info.prefect_api_url}/health", lambda s, b: s == 200 and b.strip() == b"true", prefect, settings.timeout, secrets_, started.get("prefect-server"))
+    _wait_http(
+        "Prefect server",
+        f"{info.prefect_api_url}/health",
+        lambda s, b: s == 200 and b.strip() == b"true",
+        prefect,
+        settings.timeout,
+        secrets_,
+        started.get("prefect-server"),
+    )
     print(f"ensuring work pool {settings.work_pool} and deployments {', '.join(settings.deployments)}", flush=True)
     ensure_work_pool(info.prefect_api_url, settings.work_pool, s.prefect_auth)
-    info.deployments = register_deployments(info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool, auth=s.prefect_auth)
+    info.deployments = register_deployments(
+        info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool, auth=s.prefect_auth
+    )
 
     # N shard workers on the default queue, plus the trainer on the training queue
     wanted = [f"worker-{i}" for i in range(1, settings.workers + 1)] + [TRAINER]
@@ -936,10 +977,17 @@ def up(settings: StackSettings) -> StackInfo:
             start_worker(info, name)
 
     mlflow = info.processes["mlflow"]
-    _wait_http("MLflow server", f"{info.mlflow_url}/health", lambda s, b: s == 200, mlflow, settings.timeout, secrets_, started.get("mlflow"))
+    _wait_http(
+        "MLflow server", f"{info.mlflow_url}/health", lambda s, b: s == 200, mlflow, settings.timeout, secrets_, started.get("mlflow")
+    )
     artifacts = f"{info.mlflow_url}/api/2.0/mlflow-artifacts/artifacts?path="
     _wait_http(
-        f"MLflow artifact proxy to s3://{settings.mlflow_bucket}", artifacts, lambda s, _: s == 200, mlflow, settings.timeout, secrets_,
+        f"MLflow artifact proxy to s3://{settings.mlflow_bucket}",
+        artifacts,
+        lambda s, _: s == 200,
+        mlflow,
+        settings.timeout,
+        secrets_,
         auth=(MLFLOW_ADMIN, s.mlflow_admin_password),
     )
     ensure_mlflow_user(info.mlflow_url, s.mlflow_admin_password, MLFLOW_VIEWER, s.mlflow_viewer_password)

@@ -48,7 +48,7 @@ def study_name(cfg: Config, run_id: str) -> str:
 def prepare_source(cfg: Config) -> dict[str, Any]:
     """Write the synthetic database when the configured SQLite file is absent (embedded default)."""
     url = cfg.data.url
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         if not cfg.data.generate_if_missing:
             raise DataSourceError(f"source database {describe_url(url)} does not exist and data.generate_if_missing is false")
         from pipeline.data.synthetic import write_synthetic
@@ -84,7 +84,9 @@ def handle_snapshot_columns(spec: DatasetSpec, tables: dict[str, pd.DataFrame], 
         return {entity: frame.drop(columns=marked.get(entity, [])) for entity, frame in tables.items()}
     log.warning(
         "spec %r marks %s as current snapshots (today's values, not values as of each order): features built "
-        "on them may leak the future; set features.drop_snapshot=true to drop them", spec.name, names,
+        "on them may leak the future; set features.drop_snapshot=true to drop them",
+        spec.name,
+        names,
     )
     return tables
 
@@ -114,9 +116,16 @@ def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
     spec = load_spec(cfg.data.spec)
     f = cfg.features
     result = synthesize(
-        spec, load_tables(spec, art), art.get_frame("labels"),
-        max_depth=f.max_depth, agg_primitives=f.agg_primitives, trans_primitives=f.trans_primitives,
-        max_features=f.max_features, approximate=f.approximate, n_jobs=f.n_jobs, engine=f.engine,
+        spec,
+        load_tables(spec, art),
+        art.get_frame("labels"),
+        max_depth=f.max_depth,
+        agg_primitives=f.agg_primitives,
+        trans_primitives=f.trans_primitives,
+        max_features=f.max_features,
+        approximate=f.approximate,
+        n_jobs=f.n_jobs,
+        engine=f.engine,
     )
     art.put_frame("features", result.matrix)
     art.put_json("feature_descriptions", result.descriptions)
@@ -144,8 +153,11 @@ def split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     art.put_object("encoder", encoder)
     return {
         **split.info,
-        "train_rows": len(split.train), "valid_rows": len(split.valid), "test_rows": len(split.test),
-        "features_used": len(encoder.columns), "features_dropped": len(encoder.dropped),
+        "train_rows": len(split.train),
+        "valid_rows": len(split.valid),
+        "test_rows": len(split.test),
+        "features_used": len(encoder.columns),
+        "features_dropped": len(encoder.dropped),
     }
 
 
@@ -160,8 +172,11 @@ def load_part(art: RunArtifacts, part: str) -> tuple[pd.DataFrame, pd.Series]:
 def base_model(cfg: Config) -> LightGBMModel:
     m = cfg.model
     return LightGBMModel(
-        params=dict(m.params), num_boost_round=m.num_boost_round, early_stopping_rounds=m.early_stopping_rounds,
-        metric=cfg.tuning.metric, num_threads=m.num_threads,
+        params=dict(m.params),
+        num_boost_round=m.num_boost_round,
+        early_stopping_rounds=m.early_stopping_rounds,
+        metric=cfg.tuning.metric,
+        num_threads=m.num_threads,
     )
 
 
@@ -173,7 +188,9 @@ def create_study(cfg: Config, run_id: str):
     return _create(cfg.tuning, study_name(cfg, run_id), storage)
 
 
-def tuning_shard(cfg: Config, art: RunArtifacts, shard_index: int, target_trials: int, tracking_parent: str | None = None) -> dict[str, Any]:
+def tuning_shard(
+    cfg: Config, art: RunArtifacts, shard_index: int, target_trials: int, tracking_parent: str | None = None
+) -> dict[str, Any]:
     """One shard: load train/valid from the store, bin once, run trials on the shared study."""
     from pipeline import tuning
 
@@ -215,7 +232,9 @@ def _shard_tracking(cfg: Config, parent_run_id: str | None, name: str):
 # --- 7. final fit, evaluation, explanation -------------------------------------------------------
 
 
-def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any], best_iteration: int | None, out_dir: Path) -> dict[str, Any]:
+def final_fit_and_evaluate(
+    cfg: Config, art: RunArtifacts, best: dict[str, Any], best_iteration: int | None, out_dir: Path
+) -> dict[str, Any]:
     """Fit, calibrate and pick the threshold on train/valid, refit on train + valid, evaluate on test, explain with SHAP.
 
     Calibrator and threshold need out-of-sample predictions, which the refit model has for no row.
@@ -239,7 +258,11 @@ def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any],
     m = cfg.model
     calibrator = fit_calibrator(m.calibration, y_valid, valid_raw)
     valid_proba = calibrator.transform(valid_raw)
-    threshold = m.threshold if m.threshold_objective == "fixed" else choose_threshold(y_valid, valid_proba, m.threshold_objective, m.min_recall, m.cost_ratio)
+    threshold = (
+        m.threshold
+        if m.threshold_objective == "fixed"
+        else choose_threshold(y_valid, valid_proba, m.threshold_objective, m.min_recall, m.cost_ratio)
+    )
     # more rows than during early stopping: scale the number of rounds accordingly
     rounds = round(best_iteration * (len(X_train) + len(X_valid)) / len(X_train))
     model.fit_rounds(pd.concat([X_train, X_valid]), pd.concat([y_train, y_valid]), rounds)
@@ -248,10 +271,16 @@ def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any],
     metrics = compute_metrics(y_test.to_numpy(), proba, threshold)
     valid_at = compute_metrics(y_valid.to_numpy(), valid_proba, threshold)
     threshold_info = {
-        "objective": m.threshold_objective, "value": threshold, "raw": calibrator.raw_threshold(threshold),
+        "objective": m.threshold_objective,
+        "value": threshold,
+        "raw": calibrator.raw_threshold(threshold),
         **{f"valid_{k}": valid_at[k] for k in ("f1", "precision", "recall")},
     }
-    calibration = {**calibrator.to_dict(), "test": calibration_report(y_test, raw, proba), "valid": calibration_report(y_valid, valid_raw, valid_proba)}
+    calibration = {
+        **calibrator.to_dict(),
+        "test": calibration_report(y_test, raw, proba),
+        "valid": calibration_report(y_valid, valid_raw, valid_proba),
+    }
     plots = save_plots(y_test.to_numpy(), proba, threshold, out_dir / "plots")
     explanation = explain(model.booster, X_test, out_dir / "shap")
     model.save(out_dir / "model.json")
@@ -263,7 +292,10 @@ def final_fit_and_evaluate(cfg: Config, art: RunArtifacts, best: dict[str, Any],
     for path in [*plots.values(), explanation.summary_plot, explanation.bar_plot, explanation.importance_csv]:
         art.put_file(f"reports/{Path(path).name}", path)
     return {
-        "metrics": metrics, "rounds": rounds, "threshold": threshold_info, "calibration": calibration,
+        "metrics": metrics,
+        "rounds": rounds,
+        "threshold": threshold_info,
+        "calibration": calibration,
         "top_features": explanation.importance.head(10).to_dict("records"),
     }
 
@@ -288,7 +320,9 @@ def evaluate_baselines(cfg: Config, art: RunArtifacts, out_dir: Path) -> dict[st
         "base_rate": baselines.base_rate(y_fit, len(test_index)),
         "rfm_logreg": baselines.rfm_logreg(rfm.loc[fit_index], y_fit, rfm.loc[test_index]),
         "own_columns_lgbm": baselines.own_columns_lgbm(
-            {part: (own.loc[X.index], y) for part, (X, y) in parts.items()}, cfg.tuning.metric, cfg.model.num_threads,
+            {part: (own.loc[X.index], y) for part, (X, y) in parts.items()},
+            cfg.tuning.metric,
+            cfg.model.num_threads,
         ),
     }
     scores = {name: baselines.metrics_of(y_test, p) for name, p in proba.items()}
@@ -307,7 +341,6 @@ def local_report_dir(cfg: Config, run_id: str) -> Path:
     path = cfg.work_dir / "reports" / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
 
 
 # --- 8. tracking ---------------------------------------------------------------------------------
@@ -335,8 +368,12 @@ def run_protocol(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     split = protocol.split_protocol(s.method, test_times.min() if s.method == "time" else None, s.purge, s.test_size, s.valid_size, s.seed)
     source = protocol.source_fingerprint(tables, {e: ent.time_index for e, ent in spec.entities.items()})
     return protocol.fingerprint(
-        spec.name, spec_digest(cfg.data.spec),
-        getattr(cfg.labels, "definition", "within_horizon"), cfg.labels.horizon_days, split, source,
+        spec.name,
+        spec_digest(cfg.data.spec),
+        getattr(cfg.labels, "definition", "within_horizon"),
+        cfg.labels.horizon_days,
+        split,
+        source,
     )
 
 
@@ -399,18 +436,31 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_dict(scoring.drift_reference(X_fit, cfg.scoring.psi_bins), scoring.DRIFT_ARTIFACT)
         info = tracking.log_model(model.booster, X_test.head(50))
         version_tags = {
-            **protocol.to_tags(fingerprint), f"test_{metric}": repr(float(metrics[metric])),
-            "threshold": repr(threshold["value"]), "threshold_raw": repr(threshold["raw"]),
-            "threshold_objective": threshold["objective"], "calibration": calibration["method"],
+            **protocol.to_tags(fingerprint),
+            f"test_{metric}": repr(float(metrics[metric])),
+            "threshold": repr(threshold["value"]),
+            "threshold_raw": repr(threshold["raw"]),
+            "threshold_objective": threshold["objective"],
+            "calibration": calibration["method"],
         }
         partial = selection.partial_run(summary["tuning"]["finished_trials"], cfg.tuning.n_trials)
         direction = metric_direction(metric)
         promotion = tracking.register_and_promote(
-            info.model_uri, t.registered_model, version_tags, X_test,
+            info.model_uri,
+            t.registered_model,
+            version_tags,
+            X_test,
             score_rows=lambda proba: score(metric, y_test, proba),
             decide=lambda champion: selection.decide(
-                metric, direction, float(metrics[metric]), {n: v[metric] for n, v in baseline_scores.items()},
-                champion, t.promotion_margin, partial, t.promote_partial, fingerprint["split"]["method"],
+                metric,
+                direction,
+                float(metrics[metric]),
+                {n: v[metric] for n, v in baseline_scores.items()},
+                champion,
+                t.promotion_margin,
+                partial,
+                t.promote_partial,
+                fingerprint["split"]["method"],
             ),
             alias=t.champion_alias,
         )
@@ -420,10 +470,14 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_dict({**decision.to_dict(), "rows": len(X_test), "version": promotion.version}, "promotion.json")
         if decision.champion_score is not None:
             mlflow.log_metric(f"champion_{metric}_same_rows", decision.champion_score)
-        mlflow.set_tags({
-            "model_version": str(promotion.version), "champion": str(promotion.promoted),
-            "promotion.decision": "promoted" if promotion.promoted else "not promoted", "promotion.reason": decision.reason[:5000],
-        })
+        mlflow.set_tags(
+            {
+                "model_version": str(promotion.version),
+                "champion": str(promotion.promoted),
+                "promotion.decision": "promoted" if promotion.promoted else "not promoted",
+                "promotion.reason": decision.reason[:5000],
+            }
+        )
     return {
         "model_uri": info.model_uri,
         "registered_model": t.registered_model,

@@ -185,7 +185,14 @@ class S3Store(ArtifactStore):
                     raise
                 if attempt == self.settings.max_attempts or elapsed + wait > self.settings.retry_seconds:
                     raise ConnectionError(f"{where} failed after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
-                log.warning("%s failed (%s), retry %d/%d in %.2f s", where, code or type(exc).__name__, attempt, self.settings.max_attempts - 1, wait)
+                log.warning(
+                    "%s failed (%s), retry %d/%d in %.2f s",
+                    where,
+                    code or type(exc).__name__,
+                    attempt,
+                    self.settings.max_attempts - 1,
+                    wait,
+                )
             time.sleep(wait)
             wait = min(wait * 2, 4.0)
         raise AssertionError("unreachable")
@@ -366,7 +373,7 @@ class RunArtifacts:
 
     def write_manifest(self, extra: dict[str, Any] | None = None) -> str:
         """Write the manifest last: its presence marks the run's intermediates as complete."""
-        names = [k[len(self.prefix) + 1:] for k in self.store.list(self.prefix + "/")]
+        names = [k[len(self.prefix) + 1 :] for k in self.store.list(self.prefix + "/")]
         artifacts = {name: self.describe(name) for name in names if name != MANIFEST}
         manifest = {"run_id": self.run_id, "artifacts": artifacts, **(extra or {})}
         return self.put_bytes(MANIFEST, json_to_bytes(manifest))

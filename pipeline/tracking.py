@@ -166,7 +166,9 @@ def champion_on_rows(
     try:
         booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
     except (MlflowException, OSError) as exc:
-        return ChampionScore(int(version.version), fingerprint, not_scored_because=f"its model could not be loaded from the registry ({exc})")
+        return ChampionScore(
+            int(version.version), fingerprint, not_scored_because=f"its model could not be loaded from the registry ({exc})"
+        )
     aligned = aligned_features(X_rows, booster)
     if isinstance(aligned, str):
         return ChampionScore(int(version.version), fingerprint, not_scored_because=aligned)
@@ -198,7 +200,9 @@ def run_calibrator(version: ModelVersion) -> Calibrator:
     try:
         path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="calibration.json")
     except (MlflowException, OSError) as exc:
-        log.warning("%s v%s: no calibration.json in run %s (%s); scoring its raw probabilities", version.name, version.version, version.run_id, exc)
+        log.warning(
+            "%s v%s: no calibration.json in run %s (%s); scoring its raw probabilities", version.name, version.version, version.run_id, exc
+        )
         return Calibrator()
     return Calibrator.from_dict(json.loads(Path(path).read_text()))
 

@@ -44,11 +44,11 @@ def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage
     if not url or url == "memory":
         return optuna.storages.InMemoryStorage()
     if url.startswith("journal://"):
-        path = Path(url[len("journal://"):])
+        path = Path(url[len("journal://") :])
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.storages.RDBStorage(
             url,
@@ -137,7 +137,12 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     """Trials by outcome, for the run summary and MLflow: finished (= complete + pruned), complete, pruned, failed."""
     states = Counter(t.state for t in trials)
     complete, pruned = states[TrialState.COMPLETE], states[TrialState.PRUNED]
-    return {"finished_trials": complete + pruned, "complete_trials": complete, "pruned_trials": pruned, "failed_trials": states[TrialState.FAIL]}
+    return {
+        "finished_trials": complete + pruned,
+        "complete_trials": complete,
+        "pruned_trials": pruned,
+        "failed_trials": states[TrialState.FAIL],
+    }
 
 
 def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -150,8 +155,16 @@ def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTr
             best = "-"
         counts = trial_counts(study.get_trials(deepcopy=False))
         log.info(
-            "[%s] trial %d %s in %.1fs (best %s, %d/%d finished: %d complete, %d pruned)", shard, trial.number, value, took, best,
-            counts["finished_trials"], target, counts["complete_trials"], counts["pruned_trials"],
+            "[%s] trial %d %s in %.1fs (best %s, %d/%d finished: %d complete, %d pruned)",
+            shard,
+            trial.number,
+            value,
+            took,
+            best,
+            counts["finished_trials"],
+            target,
+            counts["complete_trials"],
+            counts["pruned_trials"],
         )
 
     return callback
@@ -177,7 +190,11 @@ def run_shard(
     """
     before = {t.number for t in _storage_call(study, lambda: study.get_trials(deepcopy=False, states=FINISHED), shard, storage_outage_s)}
     started = time.perf_counter()
-    callbacks = [optuna.study.MaxTrialsCallback(target_trials, states=FINISHED), progress_logger(target_trials, shard), *(extra_callbacks or [])]
+    callbacks = [
+        optuna.study.MaxTrialsCallback(target_trials, states=FINISHED),
+        progress_logger(target_trials, shard),
+        *(extra_callbacks or []),
+    ]
     while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
         left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
         if left is not None and left <= 0:
@@ -190,7 +207,9 @@ def run_shard(
             log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
             continue
         break
-    mine = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()]
+    mine = [
+        t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()
+    ]
     log.info("[%s] finished %d trials in %.1fs", shard, len(mine), time.perf_counter() - started)
     return len(mine)
 

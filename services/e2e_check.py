@@ -36,13 +36,18 @@ def mlflow_state() -> dict:
     models = []
     for model in client.search_registered_models():
         versions = client.search_model_versions(f"name='{model.name}'")
-        models.append({
-            "name": model.name,
-            "versions": sorted(int(v.version) for v in versions),
-            "aliases": dict(sorted((getattr(model, "aliases", None) or {}).items())),
-        })
-    return {"experiments": sorted(e.name for e in experiments), "runs": sorted(runs, key=lambda r: r["id"]),
-            "models": sorted(models, key=lambda m: m["name"])}
+        models.append(
+            {
+                "name": model.name,
+                "versions": sorted(int(v.version) for v in versions),
+                "aliases": dict(sorted((getattr(model, "aliases", None) or {}).items())),
+            }
+        )
+    return {
+        "experiments": sorted(e.name for e in experiments),
+        "runs": sorted(runs, key=lambda r: r["id"]),
+        "models": sorted(models, key=lambda m: m["name"]),
+    }
 
 
 def load_model(name: str, version: int) -> str:
@@ -81,8 +86,9 @@ def s3_state(bucket: str) -> dict:
     import boto3
     from botocore.config import Config
 
-    s3 = boto3.client("s3", endpoint_url=os.environ.get("PIPELINE__STORAGE__S3_ENDPOINT_URL") or None,
-                      config=Config(s3={"addressing_style": "path"}))
+    s3 = boto3.client(
+        "s3", endpoint_url=os.environ.get("PIPELINE__STORAGE__S3_ENDPOINT_URL") or None, config=Config(s3={"addressing_style": "path"})
+    )
     objects = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
@@ -100,8 +106,9 @@ def prefect_state() -> dict:
     return {
         "deployments": sorted(deployments.values()),
         "flow_runs": sorted(
-            ({"id": str(r.id), "flow": names[r.flow_id], "state": r.state.type.value if r.state else None}
-             for r in runs), key=lambda r: r["id"]),
+            ({"id": str(r.id), "flow": names[r.flow_id], "state": r.state.type.value if r.state else None} for r in runs),
+            key=lambda r: r["id"],
+        ),
     }
 
 
@@ -151,12 +158,14 @@ def check(snap: dict) -> list[str]:
 
 
 def summary(snap: dict) -> str:
-    return (f"MLflow runs {len(snap['mlflow']['runs'])}, models "
-            f"{[(m['name'], m['versions'], m['aliases']) for m in snap['mlflow']['models']]}; "
-            f"Optuna {[(n, s['states']) for n, s in snap['optuna'].items()]}; "
-            f"data bucket {snap['s3_data']['objects']} objects / {snap['s3_data']['bytes']} B; "
-            f"MLflow bucket {snap['s3_mlflow']['objects']} objects; "
-            f"Prefect flow runs {dict(Counter(r['state'] for r in snap['prefect']['flow_runs']))}")
+    return (
+        f"MLflow runs {len(snap['mlflow']['runs'])}, models "
+        f"{[(m['name'], m['versions'], m['aliases']) for m in snap['mlflow']['models']]}; "
+        f"Optuna {[(n, s['states']) for n, s in snap['optuna'].items()]}; "
+        f"data bucket {snap['s3_data']['objects']} objects / {snap['s3_data']['bytes']} B; "
+        f"MLflow bucket {snap['s3_mlflow']['objects']} objects; "
+        f"Prefect flow runs {dict(Counter(r['state'] for r in snap['prefect']['flow_runs']))}"
+    )
 
 
 def _denied(call) -> bool:
@@ -178,8 +187,11 @@ def security_problems(secrets_file: str) -> list[str]:
     from prefect.client.schemas.filters import LogFilter
 
     problems = []
-    s3 = boto3.client("s3", endpoint_url=os.environ.get("PIPELINE__STORAGE__S3_ENDPOINT_URL") or None,
-                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("PIPELINE__STORAGE__S3_ENDPOINT_URL") or None,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
     bucket = os.environ.get("MLFLOW_BUCKET", "mlflow-artifacts")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]  # read: allowed
     if not keys:
@@ -224,9 +236,11 @@ def main(argv: list[str]) -> int:
         problems = check(snap)
     elif mode == "compare":
         before = json.loads(argv[2])
-        problems = [f"{part} changed across the restart:\n  before {json.dumps(before[part])[:1500]}\n"
-                    f"  after  {json.dumps(snap[part])[:1500]}"
-                    for part in before if before[part] != snap.get(part)]
+        problems = [
+            f"{part} changed across the restart:\n  before {json.dumps(before[part])[:1500]}\n  after  {json.dumps(snap[part])[:1500]}"
+            for part in before
+            if before[part] != snap.get(part)
+        ]
     else:
         log(f"unknown mode {mode!r}")
         return 2

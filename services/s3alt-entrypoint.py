@@ -28,15 +28,20 @@ def main() -> None:
     buckets = [data_bucket, mlflow_bucket]
     read_write = ("Read", "Write", "List", "Tagging")
     roles = {  # least privilege: the pipeline cannot alter registered models; MLflow cannot read run data
-        "pipeline": (need("PIPELINE_S3_ACCESS_KEY"), need("PIPELINE_S3_SECRET_KEY"),
-                     [f"{a}:{data_bucket}" for a in read_write] + [f"Read:{mlflow_bucket}", f"List:{mlflow_bucket}"]),
+        "pipeline": (
+            need("PIPELINE_S3_ACCESS_KEY"),
+            need("PIPELINE_S3_SECRET_KEY"),
+            [f"{a}:{data_bucket}" for a in read_write] + [f"Read:{mlflow_bucket}", f"List:{mlflow_bucket}"],
+        ),
         "mlflow": (need("MLFLOW_S3_ACCESS_KEY"), need("MLFLOW_S3_SECRET_KEY"), [f"{a}:{mlflow_bucket}" for a in read_write]),
     }
-    identities = [{
-        "name": "admin",
-        "credentials": [{"accessKey": root_user, "secretKey": root_pw}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]
+    identities = [
+        {
+            "name": "admin",
+            "credentials": [{"accessKey": root_user, "secretKey": root_pw}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
     for name, (key, secret, actions) in roles.items():
         if key != root_user:
             identities.append({"name": name, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions})
@@ -47,13 +52,22 @@ def main() -> None:
     data = os.environ.get("S3_DATA_DIR", "/data")
     port = os.environ.get("S3_PORT", "9000")
     args = [
-        "/opt/venv/bin/weed", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=0.0.0.0",
-        f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-        "-admin.ui=false", "-master.telemetry=false", f"-s3.config={conf}", f"-bucket={buckets[0]}",
+        "/opt/venv/bin/weed",
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=0.0.0.0",
+        f"-s3.port={port}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        f"-s3.config={conf}",
+        f"-bucket={buckets[0]}",
         *sys.argv[1:],
     ]
-    print(f"s3alt: SeaweedFS S3 API on :{port}, data in {data}, identities: "
-          f"{', '.join(i['name'] for i in identities)}", flush=True)
+    print(f"s3alt: SeaweedFS S3 API on :{port}, data in {data}, identities: {', '.join(i['name'] for i in identities)}", flush=True)
     os.execv(args[0], args)
 
 

@@ -43,7 +43,11 @@ def fingerprint(csv_dir: Path) -> tuple[str, list[str]]:
     customers = os.environ.get("SEED_CUSTOMERS", "1500")
     seed = os.environ.get("SEED_RANDOM_SEED", "7")
     return f"synthetic:customers={customers}:seed={seed}", [
-        "generate-data", "--customers", customers, "--seed", seed,
+        "generate-data",
+        "--customers",
+        customers,
+        "--seed",
+        seed,
     ]
 
 
@@ -73,15 +77,15 @@ def current_marker(engine: sa.Engine) -> str | None:
 def write_marker(engine: sa.Engine, value: str) -> None:
     meta = sa.MetaData()
     table = sa.Table(
-        MARKER, meta,
+        MARKER,
+        meta,
         sa.Column("fingerprint", sa.String(255), nullable=False),
         sa.Column("seeded_at", sa.String(32), nullable=False),
     )
     meta.create_all(engine)
     with engine.begin() as conn:
         conn.execute(table.delete())
-        conn.execute(table.insert().values(
-            fingerprint=value, seeded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")))
+        conn.execute(table.insert().values(fingerprint=value, seeded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")))
 
 
 def main() -> int:

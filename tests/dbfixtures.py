@@ -41,8 +41,7 @@ def postgres_url() -> str:
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                  {"name": TEST_DATABASE}).first()
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": TEST_DATABASE}).first()
             if not exists:
                 conn.execute(sa.text(f"CREATE DATABASE {TEST_DATABASE}"))
     except sa.exc.SQLAlchemyError as exc:

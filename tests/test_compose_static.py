@@ -84,6 +84,7 @@ def _strings(node):
 
 def _interpolate(text: str, env: dict[str, str]) -> str:
     """Compose-style ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err} with the given values."""
+
     def sub(match: re.Match) -> str:
         name = match.group(1) or match.group(4)
         op, arg = match.group(2), match.group(3)
@@ -93,6 +94,7 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
         if op in ("-", "?") and value is None:
             return arg if op == "-" else ""
         return value or ""
+
     return VAR_RE.sub(sub, text.replace("$$", "\0")).replace("\0", "$")
 
 
@@ -105,19 +107,21 @@ def _is_one_shot(svc: dict) -> bool:
 
 # ------------------------------------------------------------------------------------ healthchecks
 
+
 def test_every_service_has_a_healthcheck_or_is_a_marked_one_shot_job(services):
     for name, svc in services.items():
         health = svc.get("healthcheck")
         assert health is not None, f"service {name}: no healthcheck (one-shot jobs: label churn.one-shot + disable)"
         if _is_one_shot(svc):
             assert health == {"disable": True}, f"one-shot job {name}: use `healthcheck: {{disable: true}}`"
-            assert str(svc.get("restart")) == "no", f"one-shot job {name}: needs restart: \"no\""
+            assert str(svc.get("restart")) == "no", f'one-shot job {name}: needs restart: "no"'
         else:
             assert not health.get("disable"), f"service {name}: healthcheck disabled but not labelled one-shot"
             test = health.get("test")
             assert test and test not in (["NONE"], "NONE"), f"service {name}: healthcheck has no test"
             assert str(svc.get("restart", "")) in ("unless-stopped", "always", "on-failure"), (
-                f"long-running service {name}: set a restart policy")
+                f"long-running service {name}: set a restart policy"
+            )
 
 
 def test_depends_on_waits_for_health_or_completion(services):
@@ -132,6 +136,7 @@ def test_depends_on_waits_for_health_or_completion(services):
 
 
 # ------------------------------------------------------------------------------------ images
+
 
 def test_images_are_pinned_by_tag(services, env_example):
     for name, svc in services.items():
@@ -160,6 +165,7 @@ def test_dockerfile_base_is_pinned_and_runs_as_non_root():
 
 
 # ------------------------------------------------------------------------------------ variables
+
 
 def _variables(path: Path) -> dict[str, set[str]]:
     used: dict[str, set[str]] = {}
@@ -193,6 +199,7 @@ def test_secrets_are_required_and_never_written_in_the_compose_file(services):
 
 
 # ------------------------------------------------------------------------------------ ports, volumes
+
 
 def test_published_ports_bind_to_localhost_by_default(services, env_example):
     for name, svc in services.items():
@@ -232,6 +239,7 @@ def test_init_scripts_are_executable():
 
 # ------------------------------------------------------------------------------------ compose itself
 
+
 def _compose_command() -> list[str] | None:
     docker = shutil.which("docker")
     if docker:
@@ -260,12 +268,18 @@ def test_a_missing_secret_stops_compose_with_a_message(tmp_path):
     if cmd is None:
         pytest.skip("no docker compose / docker-compose binary on this machine")
     env_file = tmp_path / "partial.env"
-    env_file.write_text("".join(
-        line + "\n" for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith("MYSQL_ROOT_PASSWORD=")))
+    env_file.write_text(
+        "".join(line + "\n" for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith("MYSQL_ROOT_PASSWORD="))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_", "MYSQL_"))}
     result = subprocess.run(
         [*cmd, "--project-directory", str(ROOT), "--env-file", str(env_file), "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "MYSQL_ROOT_PASSWORD" in result.stderr + result.stdout
 
@@ -295,7 +309,7 @@ def test_preflight_names_each_placeholder_and_fails(tmp_path):
 def test_servers_get_their_secrets_from_the_environment_not_the_command_line(services):
     text = ENTRYPOINT.read_text()
     assert "--backend-store-uri" not in text, "MLflow reads MLFLOW_BACKEND_STORE_URI itself; argv is visible in ps"
-    assert "optuna-dashboard \"$" not in text, "the dashboard's storage URL must not be an argument"
+    assert 'optuna-dashboard "$' not in text, "the dashboard's storage URL must not be an argument"
     assert "--app-name basic-auth" in text
     for name, svc in services.items():
         command = " ".join(map(str, svc.get("command") or []))

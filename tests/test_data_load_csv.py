@@ -29,9 +29,7 @@ TINY_FILES = {
         "2,Main St 5,Floor 2,Paris,75002,2008-01-01 00:00:00.000\n"
     ),
     "person_countryregion.csv": (
-        "CountryRegionCode,Name,ModifiedDate\n"
-        "NA,Namibia,2008-04-30 00:00:00.000\n"
-        "US,United States,2008-04-30 00:00:00.000\n"
+        "CountryRegionCode,Name,ModifiedDate\nNA,Namibia,2008-04-30 00:00:00.000\nUS,United States,2008-04-30 00:00:00.000\n"
     ),
     "sales_salesorderheader.csv": (
         "SalesOrderID,OrderDate,OnlineOrderFlag,CustomerID,SalesPersonID,CreditCardApprovalCode,"
@@ -39,17 +37,18 @@ TINY_FILES = {
         "43659,2011-05-31 00:00:00.000,0,1,279,105041Vi84182,20565.6206,\n"
         "43697,2011-05-31 00:00:00.000,1,11000,,,3578.2700,\n"
     ),
-    "person_person_demographics.csv": (
-        "BusinessEntityID,DateFirstPurchase,HomeOwnerFlag\n1,,\n291,2003-09-01,1\n"
-    ),
+    "person_person_demographics.csv": ("BusinessEntityID,DateFirstPurchase,HomeOwnerFlag\n1,,\n291,2003-09-01,1\n"),
     "misc_extra.csv": "A,B\n1,x\n",
 }
 
 TINY_COLUMNS = {  # the tables of the round-trip test, with the columns of their CSV header
     table: TINY_FILES[file].splitlines()[0].split(",")
-    for table, file in [("Customer", "sales_customer.csv"), ("Address", "person_address.csv"),
-                        ("CountryRegion", "person_countryregion.csv"),
-                        ("SalesOrderHeader", "sales_salesorderheader.csv")]
+    for table, file in [
+        ("Customer", "sales_customer.csv"),
+        ("Address", "person_address.csv"),
+        ("CountryRegion", "person_countryregion.csv"),
+        ("SalesOrderHeader", "sales_salesorderheader.csv"),
+    ]
 }
 
 
@@ -65,17 +64,23 @@ def tiny_folder(tmp_path: Path) -> Path:
 def test_file_names_map_to_adventureworks_tables(tiny_folder: Path) -> None:
     names = {name: path.name for name, path in table_names(tiny_folder).items()}
     assert names == {
-        "Customer": "sales_customer.csv", "Address": "person_address.csv",
-        "CountryRegion": "person_countryregion.csv", "SalesOrderHeader": "sales_salesorderheader.csv",
-        "PersonDemographics": "person_person_demographics.csv", "misc_extra": "misc_extra.csv",
+        "Customer": "sales_customer.csv",
+        "Address": "person_address.csv",
+        "CountryRegion": "person_countryregion.csv",
+        "SalesOrderHeader": "sales_salesorderheader.csv",
+        "PersonDemographics": "person_person_demographics.csv",
+        "misc_extra": "misc_extra.csv",
     }
 
 
 def test_manifest_names_win(tiny_folder: Path) -> None:
     (tiny_folder / "sales_customer.csv").rename(tiny_folder / "customers_2014.csv")
-    manifest = {"files": [{"file": "customers_2014.csv", "table": "Sales.Customer"},
-                          {"file": "person_person_demographics.csv",
-                           "table": "Person.Person.Demographics (flattened)"}]}
+    manifest = {
+        "files": [
+            {"file": "customers_2014.csv", "table": "Sales.Customer"},
+            {"file": "person_person_demographics.csv", "table": "Person.Person.Demographics (flattened)"},
+        ]
+    }
     (tiny_folder / "manifest.json").write_text(json.dumps(manifest))
     names = table_names(tiny_folder)
     assert names["Customer"].name == "customers_2014.csv"
@@ -111,8 +116,7 @@ def test_selected_tables_only_and_clear_errors(tiny_folder: Path, tmp_path: Path
 
 
 def test_unreachable_database_names_masked_url_and_fix(tiny_folder: Path) -> None:
-    for url in ("postgresql+psycopg2://churn:s3cret@127.0.0.1:1/churn",
-                "mysql+pymysql://churn:s3cret@127.0.0.1:1/churn"):
+    for url in ("postgresql+psycopg2://churn:s3cret@127.0.0.1:1/churn", "mysql+pymysql://churn:s3cret@127.0.0.1:1/churn"):
         with pytest.raises(DataSourceError) as error:
             load_csv_folder(tiny_folder, url, ["CountryRegion"])
         message = str(error.value)
@@ -135,14 +139,15 @@ def _read_back(url: str, table: str) -> pd.DataFrame:
     return frame.rename(columns=lambda column: by_lower[column.lower()])
 
 
-@pytest.mark.parametrize("server", [
-    "sqlite",
-    pytest.param("postgres_url", marks=pytest.mark.integration),
-    pytest.param("mysql_url", marks=pytest.mark.integration),
-])
-def test_round_trip_keeps_nulls_dates_and_codes(
-    server: str, tiny_folder: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+@pytest.mark.parametrize(
+    "server",
+    [
+        "sqlite",
+        pytest.param("postgres_url", marks=pytest.mark.integration),
+        pytest.param("mysql_url", marks=pytest.mark.integration),
+    ],
+)
+def test_round_trip_keeps_nulls_dates_and_codes(server: str, tiny_folder: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = f"sqlite:///{tmp_path / 'tiny.db'}" if server == "sqlite" else request.getfixturevalue(server)
     counts = load_csv_folder(tiny_folder, url, list(TINY_COLUMNS))
     assert counts == {name: 2 for name in TINY_COLUMNS}
@@ -162,22 +167,22 @@ def test_round_trip_keeps_nulls_dates_and_codes(
     assert len(_read_back(url, "Customer")) == 2
 
 
-@pytest.mark.skipif(not os.environ.get("AW_DATA_DIR") or not Path(os.environ["AW_DATA_DIR"]).is_dir(),
-                    reason="set AW_DATA_DIR to the real AdventureWorks CSV folder")
+@pytest.mark.skipif(
+    not os.environ.get("AW_DATA_DIR") or not Path(os.environ["AW_DATA_DIR"]).is_dir(),
+    reason="set AW_DATA_DIR to the real AdventureWorks CSV folder",
+)
 def test_real_adventureworks_spec_tables_into_sqlite(tmp_path: Path) -> None:
     folder = Path(os.environ["AW_DATA_DIR"])
     url = f"sqlite:///{tmp_path / 'aw.db'}"
     counts = load_csv_folder(folder, url, SPEC_TABLES)
     manifest = json.loads((folder / "manifest.json").read_text())
-    expected = {entry["table"].split(".")[-1]: entry["rows"] for entry in manifest["files"]
-                if entry["table"].split(".")[-1] in SPEC_TABLES}
+    expected = {entry["table"].split(".")[-1]: entry["rows"] for entry in manifest["files"] if entry["table"].split(".")[-1] in SPEC_TABLES}
     assert counts == expected
     assert counts["SalesOrderHeader"] == 31_465 and counts["SalesOrderDetail"] == 121_317
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            results = {path.stem: pd.read_sql(sa.text(path.read_text()), conn)
-                       for path in sorted(SQL_DIR.glob("*.sql"))}
+            results = {path.stem: pd.read_sql(sa.text(path.read_text()), conn) for path in sorted(SQL_DIR.glob("*.sql"))}
     finally:
         engine.dispose()
     assert len(results) == 6 and all(len(frame) for frame in results.values())

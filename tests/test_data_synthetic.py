@@ -70,9 +70,14 @@ def run_spec_sql(url: str) -> dict[str, pd.DataFrame]:
 
 
 def check_spec_results(results: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]) -> None:
-    expected_rows = {"orders": "SalesOrderHeader", "order_details": "SalesOrderDetail",
-                     "customers": "Customer", "products": "Product",
-                     "subcategories": "ProductSubcategory", "categories": "ProductCategory"}
+    expected_rows = {
+        "orders": "SalesOrderHeader",
+        "order_details": "SalesOrderDetail",
+        "customers": "Customer",
+        "products": "Product",
+        "subcategories": "ProductSubcategory",
+        "categories": "ProductCategory",
+    }
     assert set(results) == set(expected_rows)
     for query, table in expected_rows.items():
         assert len(results[query]) == len(tables[table]), query

@@ -16,6 +16,7 @@ SPEC = load_spec("adventureworks")
 
 def tables() -> dict[str, pd.DataFrame]:
     """The smallest extract the AdventureWorks spec accepts."""
+
     def frame(entity: str, rows: dict) -> pd.DataFrame:
         from pipeline.data.extract import spec_columns
 
@@ -23,10 +24,23 @@ def tables() -> dict[str, pd.DataFrame]:
         return pd.DataFrame({c: rows.get(c, [1] * len(next(iter(rows.values())))) for c in columns})
 
     return {
-        "orders": frame("orders", {"SalesOrderID": [1, 2, 3], "CustomerID": [10, 10, 11],
-                                   "OrderDate": pd.to_datetime(["2013-01-01", "2013-02-01", "2013-03-01"])}),
-        "order_details": frame("order_details", {"SalesOrderDetailID": [1, 2], "SalesOrderID": [1, 3], "ProductID": [5, 5],
-                                                 "OrderDate": pd.to_datetime(["2013-01-01", "2013-03-01"])}),
+        "orders": frame(
+            "orders",
+            {
+                "SalesOrderID": [1, 2, 3],
+                "CustomerID": [10, 10, 11],
+                "OrderDate": pd.to_datetime(["2013-01-01", "2013-02-01", "2013-03-01"]),
+            },
+        ),
+        "order_details": frame(
+            "order_details",
+            {
+                "SalesOrderDetailID": [1, 2],
+                "SalesOrderID": [1, 3],
+                "ProductID": [5, 5],
+                "OrderDate": pd.to_datetime(["2013-01-01", "2013-03-01"]),
+            },
+        ),
         "customers": frame("customers", {"CustomerID": [10, 11]}),
         "products": frame("products", {"ProductID": [5], "ProductSubcategoryID": [7]}),
         "subcategories": frame("subcategories", {"ProductSubcategoryID": [7], "ProductCategoryID": [9]}),

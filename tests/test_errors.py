@@ -57,7 +57,16 @@ def test_relationship_keys_that_do_not_match(source):
 def test_empty_extract(source, tmp_path):
     url = f"sqlite:///{tmp_path}/empty.db"
     with sa.create_engine(source).connect() as src, sa.create_engine(url).begin() as dst:
-        for table in ("SalesOrderHeader", "SalesOrderDetail", "Customer", "SalesTerritory", "Person", "Product", "ProductSubcategory", "ProductCategory"):
+        for table in (
+            "SalesOrderHeader",
+            "SalesOrderDetail",
+            "Customer",
+            "SalesTerritory",
+            "Person",
+            "Product",
+            "ProductSubcategory",
+            "ProductCategory",
+        ):
             frame = pd.read_sql(sa.text(f"SELECT * FROM {table}"), src)
             (frame.head(0) if table == "SalesOrderHeader" else frame).to_sql(table, dst, index=False)
     with pytest.raises(DataSourceError, match=r"'orders'.*empty"):
@@ -65,7 +74,9 @@ def test_empty_extract(source, tmp_path):
 
 
 def test_one_class_labels_stop_the_run(source, tmp_path):
-    cfg = load_config(overrides={"paths": {"work_dir": str(tmp_path)}, "data": {"url": source}, "labels": {"horizon_days": 5000}}, environ={})
+    cfg = load_config(
+        overrides={"paths": {"work_dir": str(tmp_path)}, "data": {"url": source}, "labels": {"horizon_days": 5000}}, environ={}
+    )
     art = steps.run_artifacts(cfg, "r1")
     steps.extract(cfg, art)
     with pytest.raises(LabelError, match="no order is old enough"):
@@ -87,7 +98,9 @@ def test_unknown_spec_and_bad_spec(tmp_path):
     with pytest.raises(SpecError, match="target.entity"):
         load_spec(str(bad))
     missing_sql = tmp_path / "s2.yaml"
-    missing_sql.write_text("name: x\ntarget: {entity: o, customer_key: c, time_index: t}\nentities: {o: {query: o.sql, index: id, time_index: t}}\n")
+    missing_sql.write_text(
+        "name: x\ntarget: {entity: o, customer_key: c, time_index: t}\nentities: {o: {query: o.sql, index: id, time_index: t}}\n"
+    )
     with pytest.raises(SpecError, match="o.sql"):
         load_spec(str(missing_sql))
 
@@ -99,13 +112,16 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     assert "tuning.n_trials" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("sets", "named"), [
-    (["data.url=mysql+pymysql://u:s3cr3t@h/db", "tuning.n_trials=lots"], "tuning.n_trials"),  # wrong type elsewhere
-    (["data.url=[mysql+pymysql://u:s3cr3t@h/db]"], "data.url"),  # an invalid value in the URL key itself
-    (["data.url.host=mysql+pymysql://u:s3cr3t@h/db"], "data.url"),
-    (["data=mysql+pymysql://u:s3cr3t@h/db"], "data"),
-    (["storage.s3_secret_key=s3cr3t"], "storage.s3_secret_key"),  # an unknown, secret-named key
-])
+@pytest.mark.parametrize(
+    ("sets", "named"),
+    [
+        (["data.url=mysql+pymysql://u:s3cr3t@h/db", "tuning.n_trials=lots"], "tuning.n_trials"),  # wrong type elsewhere
+        (["data.url=[mysql+pymysql://u:s3cr3t@h/db]"], "data.url"),  # an invalid value in the URL key itself
+        (["data.url.host=mysql+pymysql://u:s3cr3t@h/db"], "data.url"),
+        (["data=mysql+pymysql://u:s3cr3t@h/db"], "data"),
+        (["storage.s3_secret_key=s3cr3t"], "storage.s3_secret_key"),  # an unknown, secret-named key
+    ],
+)
 def test_config_errors_mask_credentials(sets, named):
     from pipeline.cli import parse_sets
     from pipeline.config import ConfigError

@@ -25,12 +25,14 @@ from pipeline.data.extract import (
 from pipeline.spec import SpecError, load_spec
 from tests.dbfixtures import *  # noqa: F403  (postgres_url, mysql_url)
 
-ROWS = pd.DataFrame({
-    "id": [1, 2, 3],
-    "cust": [10, 10, 11],
-    "t": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01"]),
-    "v": [1.5, 2.5, 3.5],
-})
+ROWS = pd.DataFrame(
+    {
+        "id": [1, 2, 3],
+        "cust": [10, 10, 11],
+        "t": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01"]),
+        "v": [1.5, 2.5, 3.5],
+    }
+)
 WRITES = {
     "drop": "DROP TABLE {table}",
     "update": "UPDATE {table} SET v = 0",

@@ -55,8 +55,14 @@ def test_synthetic_adventureworks_depth_two_all_primitives_equal_featuretools(ad
     spec, tables, labels = adventureworks
     es = build_entityset(spec, _with_instants(spec, tables))
     defs = ft.dfs(
-        entityset=es, target_dataframe_name="orders", agg_primitives=ALL_AGGREGATIONS, trans_primitives=TRANSFORMS,
-        max_depth=2, max_features=500, ignore_columns=foreign_keys(spec), features_only=True,
+        entityset=es,
+        target_dataframe_name="orders",
+        agg_primitives=ALL_AGGREGATIONS,
+        trans_primitives=TRANSFORMS,
+        max_depth=2,
+        max_features=500,
+        ignore_columns=foreign_keys(spec),
+        features_only=True,
     )
     assert all(is_supported(f, es) for f in defs)
     assert {f.primitive.name for f in defs if isinstance(f, ft.AggregationFeature)} == set(ALL_AGGREGATIONS)
@@ -66,7 +72,12 @@ def test_synthetic_adventureworks_depth_two_all_primitives_equal_featuretools(ad
 
 def test_synthesize_engines_agree_on_the_default_configuration(adventureworks):
     spec, tables, labels = adventureworks
-    prims = dict(agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"], trans_primitives=TRANSFORMS, max_depth=2, max_features=150)
+    prims = dict(
+        agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"],
+        trans_primitives=TRANSFORMS,
+        max_depth=2,
+        max_features=150,
+    )
     columnar = synthesize(spec, tables, labels, engine="columnar", **prims)
     reference = synthesize(spec, tables, labels, engine="featuretools", **prims)
     assert_same_matrix(reference.matrix, columnar.matrix)
@@ -78,8 +89,14 @@ def test_unsupported_feature_is_computed_by_featuretools_and_named_in_the_log(ad
     spec, tables, labels = adventureworks
     es = build_entityset(spec, _with_instants(spec, tables))
     defs = ft.dfs(
-        entityset=es, target_dataframe_name="orders", agg_primitives=["sum", "last"], trans_primitives=[],
-        max_depth=1, max_features=20, ignore_columns=foreign_keys(spec), features_only=True,
+        entityset=es,
+        target_dataframe_name="orders",
+        agg_primitives=["sum", "last"],
+        trans_primitives=[],
+        max_depth=1,
+        max_features=20,
+        ignore_columns=foreign_keys(spec),
+        features_only=True,
     )
     unsupported = [f.get_name() for f in defs if not is_supported(f, es)]
     assert unsupported and all(name.startswith("LAST(") for name in unsupported)
@@ -110,11 +127,17 @@ def stress_entityset(customers: pd.DataFrame, orders: pd.DataFrame, lines: pd.Da
     es = ft.EntitySet("stress")
     es.add_dataframe(dataframe_name="customers", dataframe=customers, index="cid", logical_types={"segment": "Categorical"})
     es.add_dataframe(
-        dataframe_name="orders", dataframe=orders, index="oid", time_index="odate",
+        dataframe_name="orders",
+        dataframe=orders,
+        index="oid",
+        time_index="odate",
         logical_types={"cid": "Integer", "amount": "Double", "qty": "Integer", "channel": "Categorical", "flag": "BooleanNullable"},
     )
     es.add_dataframe(
-        dataframe_name="lines", dataframe=lines, index="lid", time_index="ldate",
+        dataframe_name="lines",
+        dataframe=lines,
+        index="lid",
+        time_index="ldate",
         logical_types={"oid": "Integer", "pid": "Integer", "price": "Double", "size": "Categorical"},
     )
     es.add_dataframe(dataframe_name="products", dataframe=products, index="pid", logical_types={"weight": "Double"})
@@ -132,37 +155,61 @@ def entity_sets(draw):
     stamped after their order (visible only later) or before; orders without a customer row,
     customers and products without children, categories that appear only after some cutoffs.
     """
-    n_customers, n_orders, n_lines, n_products = draw(st.integers(1, 5)), draw(st.integers(1, 12)), draw(st.integers(1, 25)), draw(st.integers(1, 4))
+    n_customers, n_orders, n_lines, n_products = (
+        draw(st.integers(1, 5)),
+        draw(st.integers(1, 12)),
+        draw(st.integers(1, 25)),
+        draw(st.integers(1, 4)),
+    )
     floats = st.floats(-1e3, 1e3, allow_nan=False).map(lambda x: round(x, 3))
-    customers = pd.DataFrame({"cid": range(n_customers), "segment": _maybe_nan(draw, draw(st.lists(st.sampled_from("abc"), min_size=n_customers, max_size=n_customers)))})
+    customers = pd.DataFrame(
+        {
+            "cid": range(n_customers),
+            "segment": _maybe_nan(draw, draw(st.lists(st.sampled_from("abc"), min_size=n_customers, max_size=n_customers))),
+        }
+    )
     order_days = draw(st.lists(st.sampled_from(list(DAYS)), min_size=n_orders, max_size=n_orders))
-    orders = pd.DataFrame({
-        "oid": range(100, 100 + n_orders),
-        "cid": draw(st.lists(st.integers(0, n_customers), min_size=n_orders, max_size=n_orders)),  # n_customers: no such customer
-        "odate": order_days,
-        "amount": _maybe_nan(draw, draw(st.lists(floats, min_size=n_orders, max_size=n_orders))),
-        "qty": draw(st.lists(st.integers(0, 5), min_size=n_orders, max_size=n_orders)),
-        "channel": _maybe_nan(draw, draw(st.lists(st.sampled_from(["web", "shop", "phone"]), min_size=n_orders, max_size=n_orders))),
-        "flag": pd.array(_maybe_nan(draw, draw(st.lists(st.booleans(), min_size=n_orders, max_size=n_orders))), dtype="boolean"),
-    })
+    orders = pd.DataFrame(
+        {
+            "oid": range(100, 100 + n_orders),
+            "cid": draw(st.lists(st.integers(0, n_customers), min_size=n_orders, max_size=n_orders)),  # n_customers: no such customer
+            "odate": order_days,
+            "amount": _maybe_nan(draw, draw(st.lists(floats, min_size=n_orders, max_size=n_orders))),
+            "qty": draw(st.lists(st.integers(0, 5), min_size=n_orders, max_size=n_orders)),
+            "channel": _maybe_nan(draw, draw(st.lists(st.sampled_from(["web", "shop", "phone"]), min_size=n_orders, max_size=n_orders))),
+            "flag": pd.array(_maybe_nan(draw, draw(st.lists(st.booleans(), min_size=n_orders, max_size=n_orders))), dtype="boolean"),
+        }
+    )
     line_orders = draw(st.lists(st.integers(100, 99 + n_orders), min_size=n_lines, max_size=n_lines))
     shifts = draw(st.lists(st.sampled_from([0, 0, 0, 1, -1, 30]), min_size=n_lines, max_size=n_lines))
-    lines = pd.DataFrame({
-        "lid": range(1000, 1000 + n_lines),
-        "oid": line_orders,
-        "pid": draw(st.lists(st.integers(0, n_products - 1), min_size=n_lines, max_size=n_lines)),
-        "ldate": pd.to_datetime([orders.set_index("oid").odate[o] + pd.Timedelta(days=s) for o, s in zip(line_orders, shifts, strict=True)]),
-        "price": _maybe_nan(draw, draw(st.lists(floats, min_size=n_lines, max_size=n_lines))),
-        "size": _maybe_nan(draw, draw(st.lists(st.sampled_from(["S", "M", "L"]), min_size=n_lines, max_size=n_lines))),
-    })
-    products = pd.DataFrame({"pid": range(n_products), "weight": _maybe_nan(draw, draw(st.lists(floats, min_size=n_products, max_size=n_products)))})
+    lines = pd.DataFrame(
+        {
+            "lid": range(1000, 1000 + n_lines),
+            "oid": line_orders,
+            "pid": draw(st.lists(st.integers(0, n_products - 1), min_size=n_lines, max_size=n_lines)),
+            "ldate": pd.to_datetime(
+                [orders.set_index("oid").odate[o] + pd.Timedelta(days=s) for o, s in zip(line_orders, shifts, strict=True)]
+            ),
+            "price": _maybe_nan(draw, draw(st.lists(floats, min_size=n_lines, max_size=n_lines))),
+            "size": _maybe_nan(draw, draw(st.lists(st.sampled_from(["S", "M", "L"]), min_size=n_lines, max_size=n_lines))),
+        }
+    )
+    products = pd.DataFrame(
+        {"pid": range(n_products), "weight": _maybe_nan(draw, draw(st.lists(floats, min_size=n_products, max_size=n_products)))}
+    )
     es = stress_entityset(customers, orders, lines, products)
     target = draw(st.sampled_from(["orders", "customers"]))
     ids = es[target].ww.index
     instances = draw(st.lists(st.sampled_from(list(es[target][ids])), min_size=1, unique=True))
     own_time = target == "orders" and draw(st.booleans())
-    times = [es["orders"].set_index("oid").odate[i] for i in instances] if own_time else draw(st.lists(st.sampled_from(list(DAYS)), min_size=len(instances), max_size=len(instances)))
-    cutoff = pd.DataFrame({ids: instances, "time": times, "label": draw(st.lists(st.integers(0, 1), min_size=len(instances), max_size=len(instances)))})
+    times = (
+        [es["orders"].set_index("oid").odate[i] for i in instances]
+        if own_time
+        else draw(st.lists(st.sampled_from(list(DAYS)), min_size=len(instances), max_size=len(instances)))
+    )
+    cutoff = pd.DataFrame(
+        {ids: instances, "time": times, "label": draw(st.lists(st.integers(0, 1), min_size=len(instances), max_size=len(instances)))}
+    )
     return es, target, cutoff
 
 
@@ -175,7 +222,9 @@ def windowed(defs: list, window: str) -> list:
     """
     grouped_by_pandas = {"count", "sum", "mean", "max", "min", "std", "num_unique"}
     return [
-        ft.AggregationFeature(f.base_features, f.parent_dataframe_name, f.primitive, relationship_path=f.relationship_path, use_previous=window)
+        ft.AggregationFeature(
+            f.base_features, f.parent_dataframe_name, f.primitive, relationship_path=f.relationship_path, use_previous=window
+        )
         for f in defs
         if isinstance(f, ft.AggregationFeature) and f.primitive.name in grouped_by_pandas
     ]
@@ -187,7 +236,14 @@ def test_engine_equals_featuretools_on_stress_entity_sets(case):
     """Ties at the cutoff, NaNs, empty and single-row groups, unseen categories, invisible targets, aggregations of
     aggregations, time windows."""
     es, target, cutoff = case
-    defs = ft.dfs(entityset=es, target_dataframe_name=target, agg_primitives=ALL_AGGREGATIONS, trans_primitives=TRANSFORMS, max_depth=2, features_only=True)
+    defs = ft.dfs(
+        entityset=es,
+        target_dataframe_name=target,
+        agg_primitives=ALL_AGGREGATIONS,
+        trans_primitives=TRANSFORMS,
+        max_depth=2,
+        features_only=True,
+    )
     defs += windowed(defs, "1 days") + windowed(defs, "4 days")  # the days are 0, 1, 4 and 31 apart: rows on the window's edge
     assert all(is_supported(f, es) for f in defs)
     assert_same_matrix(featuretools_matrix(defs, es, cutoff), calculate_feature_matrix(defs, es, cutoff))

@@ -27,8 +27,16 @@ pytestmark = [
     pytest.mark.skipif(AW is None or not AW.is_dir(), reason="AW_DATA_DIR is not set to the AdventureWorks CSV folder"),
 ]
 SPEC = load_spec("adventureworks")
-DEFAULT = dict(agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"], trans_primitives=["month", "weekday"], max_features=150)
-RICHER = dict(agg_primitives=["count", "sum", "mean", "max", "min", "std", "mode", "num_unique", "time_since_first"], trans_primitives=["month"], max_features=200)
+DEFAULT = dict(
+    agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"],
+    trans_primitives=["month", "weekday"],
+    max_features=150,
+)
+RICHER = dict(
+    agg_primitives=["count", "sum", "mean", "max", "min", "std", "mode", "num_unique", "time_since_first"],
+    trans_primitives=["month"],
+    max_features=200,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +56,14 @@ def aw(tmp_path_factory):
 @pytest.mark.parametrize("primitives", [DEFAULT, RICHER], ids=["default", "depth2-std-min-mode"])
 def test_engine_equals_featuretools_on_real_adventureworks(aw, primitives):
     es, cutoff, sample = aw
-    defs = ft.dfs(entityset=es, target_dataframe_name="orders", max_depth=2, ignore_columns=foreign_keys(SPEC), features_only=True, **primitives)
+    defs = ft.dfs(
+        entityset=es, target_dataframe_name="orders", max_depth=2, ignore_columns=foreign_keys(SPEC), features_only=True, **primitives
+    )
     assert all(is_supported(f, es) for f in defs)
     expected = ft.calculate_feature_matrix(defs, es, cutoff_time=sample, include_cutoff_time=True, cutoff_time_in_index=False)
     pd.testing.assert_frame_equal(expected, calculate_feature_matrix(defs, es, sample), check_exact=False, rtol=1e-9)
     full = calculate_feature_matrix(defs, es, cutoff)
     assert len(full) == len(cutoff)
-    pd.testing.assert_frame_equal(expected, full.loc[expected.index], check_exact=False, rtol=1e-9, check_dtype=False, check_categorical=False)
+    pd.testing.assert_frame_equal(
+        expected, full.loc[expected.index], check_exact=False, rtol=1e-9, check_dtype=False, check_categorical=False
+    )

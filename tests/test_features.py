@@ -10,7 +10,12 @@ from pipeline.spec import load_spec
 from tests.helpers import write_small_source
 
 SPEC = load_spec("adventureworks")
-PRIMS = dict(agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"], trans_primitives=["month"], max_depth=2, max_features=80)
+PRIMS = dict(
+    agg_primitives=["count", "sum", "mean", "max", "num_unique", "time_since_first"],
+    trans_primitives=["month"],
+    max_depth=2,
+    max_features=80,
+)
 
 
 @pytest.fixture(scope="module")

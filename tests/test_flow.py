@@ -19,7 +19,11 @@ def overrides(work: Path, source: str, n_trials: int) -> dict:
         "paths": {"work_dir": str(work)},
         "data": {"url": source, "generate_if_missing": False},
         "labels": {"horizon_days": 90},
-        "features": {"agg_primitives": ["count", "sum", "mean", "max", "time_since_first"], "trans_primitives": ["month"], "max_features": 60},
+        "features": {
+            "agg_primitives": ["count", "sum", "mean", "max", "time_since_first"],
+            "trans_primitives": ["month"],
+            "max_features": 60,
+        },
         "split": {"min_rows": 20},
         "tuning": {"n_trials": n_trials, "n_startup_trials": 2},
     }
@@ -58,7 +62,9 @@ def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tm
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert abs(run.data.metrics["test_roc_auc"] - summary["metrics"]["roc_auc"]) < 1e-9
-    assert {k: run.data.metrics[k] for k in ("complete_trials", "pruned_trials")} == {k: tuning[k] for k in ("complete_trials", "pruned_trials")}
+    assert {k: run.data.metrics[k] for k in ("complete_trials", "pruned_trials")} == {
+        k: tuning[k] for k in ("complete_trials", "pruned_trials")
+    }
     assert run.data.params["tuning.n_trials"] == "4"
     champion = client.get_model_version_by_alias(cfg.tracking.registered_model, "champion")
     assert int(champion.version) == summary["model"]["version"] == 1

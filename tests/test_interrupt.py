@@ -24,12 +24,32 @@ def test_ctrl_c_during_tuning_leaves_promptly_and_closes_the_runs(tmp_path: Path
     write_small_source(source, customers=150)
     work = tmp_path / "work"
     slow_trials = [  # trials of seconds each, so the interrupt lands mid-trial
-        "--set", "tuning.n_trials=50", "--set", "tuning.pruner_warmup_steps=5000",
-        "--set", "model.num_boost_round=3000", "--set", "model.early_stopping_rounds=3000",
-        "--set", "labels.horizon_days=90", "--set", "split.min_rows=20",
+        "--set",
+        "tuning.n_trials=50",
+        "--set",
+        "tuning.pruner_warmup_steps=5000",
+        "--set",
+        "model.num_boost_round=3000",
+        "--set",
+        "model.early_stopping_rounds=3000",
+        "--set",
+        "labels.horizon_days=90",
+        "--set",
+        "split.min_rows=20",
     ]
-    command = [sys.executable, "-m", "pipeline", "run", "--set", f"paths.work_dir={work}", "--set", f"data.url={source}",
-               "--set", "data.generate_if_missing=false", *slow_trials]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "--set",
+        f"paths.work_dir={work}",
+        "--set",
+        f"data.url={source}",
+        "--set",
+        "data.generate_if_missing=false",
+        *slow_trials,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE__", "PREFECT_API_URL"))}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []

@@ -49,12 +49,18 @@ def test_active_after_horizon_needs_an_order_strictly_after_the_horizon(gap_days
 def test_definitions_disagree_where_they_should():
     """Back soon then gone: churn only for active_after; back only after a long gap: churn only for within."""
     first = pd.Timestamp("2012-01-01")
-    df = orders([
-        (1, 7, first), (2, 7, first + pd.Timedelta(days=10)),  # customer 7: one quick re-order, then nothing
-        (3, 8, first), (4, 8, first + pd.Timedelta(days=H + 30)),  # customer 8: comes back after the horizon
-        (5, 9, first), (6, 9, first + pd.Timedelta(days=10)), (7, 9, first + pd.Timedelta(days=H + 30)),  # both
-        END,
-    ])
+    df = orders(
+        [
+            (1, 7, first),
+            (2, 7, first + pd.Timedelta(days=10)),  # customer 7: one quick re-order, then nothing
+            (3, 8, first),
+            (4, 8, first + pd.Timedelta(days=H + 30)),  # customer 8: comes back after the horizon
+            (5, 9, first),
+            (6, 9, first + pd.Timedelta(days=10)),
+            (7, 9, first + pd.Timedelta(days=H + 30)),  # both
+            END,
+        ]
+    )
     within, active = labels_by_id(df), labels_by_id(df, definition="active_after_horizon")
     assert (within[1], active[1]) == (0, 1)
     assert (within[3], active[3]) == (1, 0)
@@ -72,11 +78,13 @@ def test_last_order_churns_under_both_definitions():
 def test_both_definitions_label_the_same_orders():
     rng = np.random.default_rng(1)
     n = 2000
-    df = pd.DataFrame({
-        "SalesOrderID": np.arange(n),
-        "CustomerID": rng.integers(0, 300, n),
-        "OrderDate": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 1200, n), unit="D"),
-    })
+    df = pd.DataFrame(
+        {
+            "SalesOrderID": np.arange(n),
+            "CustomerID": rng.integers(0, 300, n),
+            "OrderDate": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 1200, n), unit="D"),
+        }
+    )
     within = label_orders(df, "SalesOrderID", "CustomerID", "OrderDate", H, "within_horizon")
     active = label_orders(df, "SalesOrderID", "CustomerID", "OrderDate", H, "active_after_horizon")
     pd.testing.assert_frame_equal(within.drop(columns=LABEL), active.drop(columns=LABEL))
@@ -119,11 +127,13 @@ def test_unsorted_input_and_other_customers_do_not_interfere():
 def test_million_orders_in_seconds(definition):
     rng = np.random.default_rng(0)
     n = 1_000_000
-    df = pd.DataFrame({
-        "SalesOrderID": np.arange(n),
-        "CustomerID": rng.integers(0, 200_000, n),
-        "OrderDate": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 1500, n), unit="D"),
-    })
+    df = pd.DataFrame(
+        {
+            "SalesOrderID": np.arange(n),
+            "CustomerID": rng.integers(0, 200_000, n),
+            "OrderDate": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 1500, n), unit="D"),
+        }
+    )
     started = time.perf_counter()
     out = label_orders(df, "SalesOrderID", "CustomerID", "OrderDate", H, definition)
     assert time.perf_counter() - started < 10

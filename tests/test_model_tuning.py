@@ -80,9 +80,36 @@ def test_hopeless_trials_are_pruned():
     X, y, Xv, yv = data()
     train_data = TrainData.build(X, y, Xv, yv)
     good = base()
-    study.enqueue_trial({"learning_rate": 0.2, "num_leaves": 16, "min_child_samples": 20, "feature_fraction": 1.0, "bagging_fraction": 1.0, "lambda_l2": 1.0})
-    study.enqueue_trial({"learning_rate": 0.2, "num_leaves": 16, "min_child_samples": 20, "feature_fraction": 1.0, "bagging_fraction": 1.0, "lambda_l2": 1.0})
-    study.enqueue_trial({"learning_rate": 0.01, "num_leaves": 8, "min_child_samples": 200, "feature_fraction": 0.4, "bagging_fraction": 0.5, "lambda_l2": 10.0})
+    study.enqueue_trial(
+        {
+            "learning_rate": 0.2,
+            "num_leaves": 16,
+            "min_child_samples": 20,
+            "feature_fraction": 1.0,
+            "bagging_fraction": 1.0,
+            "lambda_l2": 1.0,
+        }
+    )
+    study.enqueue_trial(
+        {
+            "learning_rate": 0.2,
+            "num_leaves": 16,
+            "min_child_samples": 20,
+            "feature_fraction": 1.0,
+            "bagging_fraction": 1.0,
+            "lambda_l2": 1.0,
+        }
+    )
+    study.enqueue_trial(
+        {
+            "learning_rate": 0.01,
+            "num_leaves": 8,
+            "min_child_samples": 200,
+            "feature_fraction": 0.4,
+            "bagging_fraction": 0.5,
+            "lambda_l2": 10.0,
+        }
+    )
     run_shard(study, make_objective(train_data, good, cfg.tuning.search_space), 3)
     assert study.trials[2].state.name == "PRUNED"
     # the pruned trial counts towards n_trials=3, and is reported apart from the complete ones

@@ -10,21 +10,26 @@ from pipeline.preprocess import Encoder, random_split, time_split
 def frame(n=400, seed=0):
     rng = np.random.default_rng(seed)
     times = pd.Series(pd.Timestamp("2012-01-01") + pd.to_timedelta(np.arange(n), unit="D"))
-    df = pd.DataFrame({
-        "amount": rng.normal(size=n),
-        "flag": pd.array(rng.integers(0, 2, n).astype(bool), dtype="boolean"),
-        "colour": pd.Categorical(rng.choice(["red", "blue"], n)),
-        "constant": 1.0,
-        "churn": rng.integers(0, 2, n),
-    }, index=pd.Index(np.arange(n) + 1000, name="SalesOrderID"))
+    df = pd.DataFrame(
+        {
+            "amount": rng.normal(size=n),
+            "flag": pd.array(rng.integers(0, 2, n).astype(bool), dtype="boolean"),
+            "colour": pd.Categorical(rng.choice(["red", "blue"], n)),
+            "constant": 1.0,
+            "churn": rng.integers(0, 2, n),
+        },
+        index=pd.Index(np.arange(n) + 1000, name="SalesOrderID"),
+    )
     return df, times.set_axis(df.index)
 
 
 def test_time_split_orders_parts_in_time_and_purges_label_windows():
     df, times = frame()
     split = time_split(df, times, test_size=0.2, valid_size=0.25, horizon_days=30, min_rows=20)
+
     def t(part):
         return times.loc[part.index]
+
     assert t(split.train).max() < t(split.valid).min() <= t(split.valid).max() < t(split.test).min()
     assert len(split.test) == 80
     test_start = t(split.test).min()

@@ -47,12 +47,23 @@ def test_labels_on_real_orders(tables):
 def test_point_in_time_features_on_a_month_of_real_orders(tables):
     labels = label_orders(tables["orders"], "SalesOrderID", "CustomerID", "OrderDate", 180)
     month = labels[(labels.OrderDate >= "2013-12-20")]
-    result = synthesize(SPEC, tables, month, agg_primitives=["count", "sum", "max", "time_since_first"], trans_primitives=["month"], max_depth=2, max_features=40)
+    result = synthesize(
+        SPEC,
+        tables,
+        month,
+        agg_primitives=["count", "sum", "max", "time_since_first"],
+        trans_primitives=["month"],
+        max_depth=2,
+        max_features=40,
+    )
     matrix = result.matrix
     assert len(matrix) == len(month)
     orders = tables["orders"].set_index("SalesOrderID")
     # customers.COUNT(orders) at each cutoff = that customer's orders up to and including this one
     for order_id in month.SalesOrderID.sample(25, random_state=0):
         order = orders.loc[order_id]
-        history = orders[(orders.CustomerID == order.CustomerID) & ((orders.OrderDate < order.OrderDate) | ((orders.OrderDate == order.OrderDate) & (orders.index <= order_id)))]
+        history = orders[
+            (orders.CustomerID == order.CustomerID)
+            & ((orders.OrderDate < order.OrderDate) | ((orders.OrderDate == order.OrderDate) & (orders.index <= order_id)))
+        ]
         assert matrix.loc[order_id, "customers.COUNT(orders)"] == len(history)

@@ -61,8 +61,9 @@ def test_one_row_per_active_customer_scored_like_featuretools_would(trained):
     model = scoring.load_model(cfg)
     assert set(scores["risk_band"]) <= {"high", "medium", "low"}
     assert ((scores["churn_probability"] >= model.threshold) == (scores["risk_band"] == "high")).all()
-    assert (scores[["model_name", "model_version", "training_run_id"]].drop_duplicates().to_numpy().tolist()
-            == [[cfg.tracking.registered_model, 1, trained["summary"]["mlflow_run_id"]]])
+    assert scores[["model_name", "model_version", "training_run_id"]].drop_duplicates().to_numpy().tolist() == [
+        [cfg.tracking.registered_model, 1, trained["summary"]["mlflow_run_id"]]
+    ]
     pushes = scores["reason_1_shap"].dropna()
     assert len(pushes) > 0 and (pushes > 0).all() and (scores["reason_1_shap"].fillna(0) >= scores["reason_2_shap"].fillna(0)).all()
 
@@ -157,10 +158,17 @@ def test_the_scores_table_is_replaced_per_model_version_and_date(server, tmp_pat
     table = f"scores_{uuid.uuid4().hex[:8]}"
 
     def rows(version: int, as_of: str, n: int) -> pd.DataFrame:
-        return pd.DataFrame({
-            "customer_id": range(n), "as_of": as_of, "order_time": pd.Timestamp("2014-01-01"), "churn_probability": np.linspace(0.9, 0.1, n),
-            "reason_1": [None] + ["x"] * (n - 1), "model_name": "churn", "model_version": version,
-        })
+        return pd.DataFrame(
+            {
+                "customer_id": range(n),
+                "as_of": as_of,
+                "order_time": pd.Timestamp("2014-01-01"),
+                "churn_probability": np.linspace(0.9, 0.1, n),
+                "reason_1": [None] + ["x"] * (n - 1),
+                "model_name": "churn",
+                "model_version": version,
+            }
+        )
 
     engine = sa.create_engine(url)
     try:

@@ -60,6 +60,7 @@ def test_masking_covers_urls_and_secret_named_keys() -> None:
 def test_each_local_stack_gets_its_own_optuna_user_and_every_secret_is_distinct(tmp_path) -> None:
     one = _stack_secrets(StackSettings(state_dir=tmp_path / "a", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
     two = _stack_secrets(StackSettings(state_dir=tmp_path / "b", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
+
     def user(url: str) -> str:
         return url.split("://")[1].split(":")[0]
 

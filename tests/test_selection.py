@@ -101,7 +101,9 @@ def test_baseline_win_blocks_promotion_and_names_the_baseline():
 
 
 def test_every_failed_condition_is_reported():
-    decision = decide("roc_auc", "maximize", 0.70, {"rfm_logreg": 0.72}, ChampionScore(2, flat(), score=0.75), 0.002, partial=partial_run(5, 10))
+    decision = decide(
+        "roc_auc", "maximize", 0.70, {"rfm_logreg": 0.72}, ChampionScore(2, flat(), score=0.75), 0.002, partial=partial_run(5, 10)
+    )
     assert not decision.promote
     assert all(part in decision.reason for part in ("5 of 10", "'rfm_logreg'", "champion v2"))
 

@@ -36,13 +36,15 @@ def spec_copy(tmp_path: Path, edit) -> str:
 
 
 def config(tmp_path: Path, source: str, **features):
-    return load_config(overrides={
-        "paths": {"work_dir": str(tmp_path / "work")},
-        "data": {"url": source, "generate_if_missing": False},
-        "labels": {"horizon_days": 90},
-        "features": {"agg_primitives": ["count", "mean", "max"], "trans_primitives": [], "max_depth": 2, **features},
-        "split": {"min_rows": 20},
-    })
+    return load_config(
+        overrides={
+            "paths": {"work_dir": str(tmp_path / "work")},
+            "data": {"url": source, "generate_if_missing": False},
+            "labels": {"horizon_days": 90},
+            "features": {"agg_primitives": ["count", "mean", "max"], "trans_primitives": [], "max_depth": 2, **features},
+            "split": {"min_rows": 20},
+        }
+    )
 
 
 def test_adventureworks_marks_its_current_value_columns() -> None:

@@ -38,11 +38,17 @@ def typed_frame() -> pd.DataFrame:
     )
     frame.ww.init(
         logical_types={
-            "integer": lt.Integer, "integer_nullable": lt.IntegerNullable, "double": lt.Double,
-            "boolean": lt.Boolean, "boolean_nullable": lt.BooleanNullable,
-            "categorical_int": lt.Categorical, "categorical_int_with_nulls": lt.Categorical,
-            "categorical_str": lt.Categorical, "ordinal": lt.Ordinal(order=["low", "mid", "high"]),
-            "datetime": lt.Datetime, "text": lt.NaturalLanguage,
+            "integer": lt.Integer,
+            "integer_nullable": lt.IntegerNullable,
+            "double": lt.Double,
+            "boolean": lt.Boolean,
+            "boolean_nullable": lt.BooleanNullable,
+            "categorical_int": lt.Categorical,
+            "categorical_int_with_nulls": lt.Categorical,
+            "categorical_str": lt.Categorical,
+            "ordinal": lt.Ordinal(order=["low", "mid", "high"]),
+            "datetime": lt.Datetime,
+            "text": lt.NaturalLanguage,
         }
     )
     # an unused category must survive too (a value seen only in other rows or other parts)
@@ -99,13 +105,15 @@ def encoded_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     source = f"sqlite:///{work}/source.db"
     write_small_source(source, customers=120)
-    cfg = load_config(overrides={
-        "paths": {"work_dir": str(work)},
-        "data": {"url": source, "generate_if_missing": False},
-        "labels": {"horizon_days": 90},
-        "features": {"agg_primitives": ["count", "mean"], "trans_primitives": [], "max_depth": 1},
-        "split": {"min_rows": 20},
-    })
+    cfg = load_config(
+        overrides={
+            "paths": {"work_dir": str(work)},
+            "data": {"url": source, "generate_if_missing": False},
+            "labels": {"horizon_days": 90},
+            "features": {"agg_primitives": ["count", "mean"], "trans_primitives": [], "max_depth": 1},
+            "split": {"min_rows": 20},
+        }
+    )
     art = steps.run_artifacts(cfg, "types")
     steps.extract(cfg, art)
     steps.make_labels(cfg, art)

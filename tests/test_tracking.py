@@ -115,7 +115,10 @@ def _tags(method: str = "time", test_start: str = "2014-01-01T00:00:00") -> dict
 
 def _promote(uri: str, name: str, X: pd.DataFrame, y: pd.Series, challenger: float, tags: dict[str, str] | None = None, baselines=None):
     return register_and_promote(
-        uri, name, tags or _tags(), X,
+        uri,
+        name,
+        tags or _tags(),
+        X,
         score_rows=lambda proba: score("roc_auc", y, proba),
         decide=lambda champion: decide("roc_auc", "maximize", challenger, baselines or {}, champion, 0.002),
     )

@@ -121,15 +121,17 @@ def write_tables(
                 with conn.begin():
                     _write_one(conn, name, frame, if_exists, chunksize, keys.get(name, ()))
                 counts[name] = len(frame)
-                log.info("wrote %s: %s rows in %.1f s to %s", name, f"{len(frame):,}",
-                         time.perf_counter() - started, describe_url(url))
+                log.info("wrote %s: %s rows in %.1f s to %s", name, f"{len(frame):,}", time.perf_counter() - started, describe_url(url))
     finally:
         engine.dispose()
     return counts
 
 
 def _write_one(
-    conn: Connection, name: str, frame: pd.DataFrame, if_exists: Literal["fail", "replace", "append"],
+    conn: Connection,
+    name: str,
+    frame: pd.DataFrame,
+    if_exists: Literal["fail", "replace", "append"],
     chunksize: int,
     key: Sequence[str],
 ) -> None:
@@ -137,7 +139,11 @@ def _write_one(
         name, key = name.lower(), [column.lower() for column in key]
         frame = frame.rename(columns=str.lower)
     frame.to_sql(
-        name, conn, if_exists=if_exists, index=False, chunksize=chunksize,
+        name,
+        conn,
+        if_exists=if_exists,
+        index=False,
+        chunksize=chunksize,
         dtype={column: sql_type(frame[column], conn.dialect.name) for column in frame.columns},
     )
     if key:

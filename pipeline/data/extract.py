@@ -64,9 +64,7 @@ def read_only_url(url: str) -> str:
         if not path.is_file():
             raise DataSourceError(f"the source database file {path} does not exist (data.url {describe_url(url)})")
         database = path.as_uri()
-    return parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"}).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"}).render_as_string(hide_password=False)
 
 
 def checked_queries(spec: DatasetSpec, backend: str) -> dict[str, str]:
@@ -79,8 +77,7 @@ def checked_queries(spec: DatasetSpec, backend: str) -> dict[str, str]:
             check_read_only(sql, dialect)
         except UnsafeQueryError as exc:
             raise SpecError(
-                f"spec {spec.name!r}, entity {entity!r}: query file {spec.query_path(entity)} {exc} "
-                "(the extract only reads the source)"
+                f"spec {spec.name!r}, entity {entity!r}: query file {spec.query_path(entity)} {exc} (the extract only reads the source)"
             ) from None
         queries[entity] = sql
     return queries
@@ -100,6 +97,7 @@ def read_only_engine(url: str) -> sa.Engine:
     engine = make_engine(read_only_url(url))
     statement = READ_ONLY_SESSION.get(engine.dialect.name)
     if statement:
+
         @sa.event.listens_for(engine, "connect")
         def _read_only_session(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
@@ -107,8 +105,10 @@ def read_only_engine(url: str) -> sa.Engine:
             cursor.close()
             dbapi_connection.commit()  # a PostgreSQL SET is undone if its transaction is rolled back
     elif engine.dialect.name != "sqlite":
-        log.warning("no read-only session for %s databases: only the SQL check guards the source; "
-                    "use a database user that can only read", engine.dialect.name)
+        log.warning(
+            "no read-only session for %s databases: only the SQL check guards the source; use a database user that can only read",
+            engine.dialect.name,
+        )
     return engine
 
 
@@ -169,11 +169,15 @@ def _to_datetime(values: pd.Series, where: str, keys: pd.Series) -> pd.Series:
             parsed = pd.to_datetime(values, errors="coerce", format="mixed")  # value by value, to name the bad ones
         bad = parsed.isna() & values.notna()
         if bad.any():
-            raise DataSourceError(f"{where}: {int(bad.sum())} value(s) are not dates, e.g. {_examples(values[bad])} (rows {_examples(keys[bad])})")
+            raise DataSourceError(
+                f"{where}: {int(bad.sum())} value(s) are not dates, e.g. {_examples(values[bad])} (rows {_examples(keys[bad])})"
+            )
     years = parsed.dt.year
     odd = years.notna() & ((years < PLAUSIBLE_YEARS[0]) | (years > PLAUSIBLE_YEARS[1]))
     if odd.any():
-        raise DataSourceError(f"{where}: {int(odd.sum())} date(s) outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}, e.g. {_examples(parsed[odd])} (rows {_examples(keys[odd])})")
+        raise DataSourceError(
+            f"{where}: {int(odd.sum())} date(s) outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}, e.g. {_examples(parsed[odd])} (rows {_examples(keys[odd])})"
+        )
     return parsed
 
 
@@ -195,7 +199,9 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
             raise DataSourceError(f"entity {entity!r}: index column {index!r} is null in {int(df[index].isna().sum())} row(s)")
         dupes = df[index][df[index].duplicated()]
         if len(dupes):
-            raise DataSourceError(f"entity {entity!r}: index column {index!r} repeats {len(dupes)} key(s), e.g. {_examples(dupes.drop_duplicates())}")
+            raise DataSourceError(
+                f"entity {entity!r}: index column {index!r} repeats {len(dupes)} key(s), e.g. {_examples(dupes.drop_duplicates())}"
+            )
     target, key = spec.entities[spec.target.entity], spec.target.customer_key
     orders = tables[spec.target.entity]
     no_customer = orders[key].isna()
@@ -221,8 +227,16 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
             )
         orphans = child_keys[~matched]
         if len(orphans):
-            log.warning("relationship %s.%s -> %s: %d row(s) point to no %s, e.g. %s %s", rel.child, rel.child_key, rel.parent,
-                        len(orphans), rel.parent, rel.child_key, _examples(orphans.drop_duplicates()))
+            log.warning(
+                "relationship %s.%s -> %s: %d row(s) point to no %s, e.g. %s %s",
+                rel.child,
+                rel.child_key,
+                rel.parent,
+                len(orphans),
+                rel.parent,
+                rel.child_key,
+                _examples(orphans.drop_duplicates()),
+            )
 
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:

@@ -24,32 +24,84 @@ log = logging.getLogger(__name__)
 
 # The 8 tables the adventureworks spec's SQL reads.
 SPEC_TABLES: list[str] = [
-    "SalesOrderHeader", "SalesOrderDetail", "Customer", "SalesTerritory", "Person",
-    "Product", "ProductSubcategory", "ProductCategory",
+    "SalesOrderHeader",
+    "SalesOrderDetail",
+    "Customer",
+    "SalesTerritory",
+    "Person",
+    "Product",
+    "ProductSubcategory",
+    "ProductCategory",
 ]
 
 # Every table of the AdventureWorks OLTP database, by schema; used when there is no manifest.json.
 AW_SCHEMAS: dict[str, list[str]] = {
     "dbo": ["AWBuildVersion", "DatabaseLog", "ErrorLog"],
-    "HumanResources": ["Department", "Employee", "EmployeeDepartmentHistory",
-                       "EmployeePayHistory", "JobCandidate", "Shift"],
-    "Person": ["Address", "AddressType", "BusinessEntity", "BusinessEntityAddress",
-               "BusinessEntityContact", "ContactType", "CountryRegion", "EmailAddress",
-               "Password", "Person", "PersonPhone", "PhoneNumberType", "StateProvince"],
-    "Production": ["BillOfMaterials", "Culture", "Document", "Illustration", "Location", "Product",
-                   "ProductCategory", "ProductCostHistory", "ProductDescription", "ProductDocument",
-                   "ProductInventory", "ProductListPriceHistory", "ProductModel",
-                   "ProductModelIllustration", "ProductModelProductDescriptionCulture",
-                   "ProductPhoto", "ProductProductPhoto", "ProductReview", "ProductSubcategory",
-                   "ScrapReason", "TransactionHistory", "TransactionHistoryArchive", "UnitMeasure",
-                   "WorkOrder", "WorkOrderRouting"],
-    "Purchasing": ["ProductVendor", "PurchaseOrderDetail", "PurchaseOrderHeader", "ShipMethod",
-                   "Vendor"],
-    "Sales": ["CountryRegionCurrency", "CreditCard", "Currency", "CurrencyRate", "Customer",
-              "PersonCreditCard", "SalesOrderDetail", "SalesOrderHeader",
-              "SalesOrderHeaderSalesReason", "SalesPerson", "SalesPersonQuotaHistory",
-              "SalesReason", "SalesTaxRate", "SalesTerritory", "SalesTerritoryHistory",
-              "ShoppingCartItem", "SpecialOffer", "SpecialOfferProduct", "Store"],
+    "HumanResources": ["Department", "Employee", "EmployeeDepartmentHistory", "EmployeePayHistory", "JobCandidate", "Shift"],
+    "Person": [
+        "Address",
+        "AddressType",
+        "BusinessEntity",
+        "BusinessEntityAddress",
+        "BusinessEntityContact",
+        "ContactType",
+        "CountryRegion",
+        "EmailAddress",
+        "Password",
+        "Person",
+        "PersonPhone",
+        "PhoneNumberType",
+        "StateProvince",
+    ],
+    "Production": [
+        "BillOfMaterials",
+        "Culture",
+        "Document",
+        "Illustration",
+        "Location",
+        "Product",
+        "ProductCategory",
+        "ProductCostHistory",
+        "ProductDescription",
+        "ProductDocument",
+        "ProductInventory",
+        "ProductListPriceHistory",
+        "ProductModel",
+        "ProductModelIllustration",
+        "ProductModelProductDescriptionCulture",
+        "ProductPhoto",
+        "ProductProductPhoto",
+        "ProductReview",
+        "ProductSubcategory",
+        "ScrapReason",
+        "TransactionHistory",
+        "TransactionHistoryArchive",
+        "UnitMeasure",
+        "WorkOrder",
+        "WorkOrderRouting",
+    ],
+    "Purchasing": ["ProductVendor", "PurchaseOrderDetail", "PurchaseOrderHeader", "ShipMethod", "Vendor"],
+    "Sales": [
+        "CountryRegionCurrency",
+        "CreditCard",
+        "Currency",
+        "CurrencyRate",
+        "Customer",
+        "PersonCreditCard",
+        "SalesOrderDetail",
+        "SalesOrderHeader",
+        "SalesOrderHeaderSalesReason",
+        "SalesPerson",
+        "SalesPersonQuotaHistory",
+        "SalesReason",
+        "SalesTaxRate",
+        "SalesTerritory",
+        "SalesTerritoryHistory",
+        "ShoppingCartItem",
+        "SpecialOffer",
+        "SpecialOfferProduct",
+        "Store",
+    ],
 }
 
 # File stem -> table name, for the built-in tables plus the flattened XML demographics extras.
@@ -90,9 +142,20 @@ PRIMARY_KEYS: dict[str, list[str]] = {
 }
 
 # Identifier-like columns that may look numeric but must stay text (leading zeros, mixed codes).
-STRING_COLUMNS = {"PostalCode", "AccountNumber", "CardNumber", "CreditCardApprovalCode",
-                  "CarrierTrackingNumber", "PurchaseOrderNumber", "SalesOrderNumber",
-                  "ProductNumber", "NationalIDNumber", "PhoneNumber", "Size", "rowguid"}
+STRING_COLUMNS = {
+    "PostalCode",
+    "AccountNumber",
+    "CardNumber",
+    "CreditCardApprovalCode",
+    "CarrierTrackingNumber",
+    "PurchaseOrderNumber",
+    "SalesOrderNumber",
+    "ProductNumber",
+    "NationalIDNumber",
+    "PhoneNumber",
+    "Size",
+    "rowguid",
+}
 NUMERIC_CODE_COLUMNS = {"RevisionNumber"}
 DATETIME_PATTERN = r"\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2}:\d{2}(?:\.\d{1,7})?)?"
 BOOLEAN_NAME = re.compile(r"(Flag|NameStyle)$")
@@ -150,7 +213,7 @@ def read_table_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
     except UnicodeDecodeError as exc:
         raise DataSourceError(
-            f"{path} is not UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}): "
+            f"{path} is not UTF-8 (byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start}): "
             "convert it, e.g. iconv -f latin1 -t utf-8"
         ) from None
     for column in frame.columns:
@@ -159,9 +222,7 @@ def read_table_csv(path: Path) -> pd.DataFrame:
 
 
 def _is_text_column(column: str) -> bool:
-    return column in STRING_COLUMNS or (
-        column.endswith(("Number", "Code")) and column not in NUMERIC_CODE_COLUMNS
-    )
+    return column in STRING_COLUMNS or (column.endswith(("Number", "Code")) and column not in NUMERIC_CODE_COLUMNS)
 
 
 def _parse_column(series: pd.Series) -> pd.Series:
@@ -181,15 +242,12 @@ def _parse_column(series: pd.Series) -> pd.Series:
     return series
 
 
-def load_csv_folder(
-    folder: str | Path, url: str, tables: Iterable[str] | None = None
-) -> dict[str, int]:
+def load_csv_folder(folder: str | Path, url: str, tables: Iterable[str] | None = None) -> dict[str, int]:
     """Load the CSV folder (or only `tables`, e.g. SPEC_TABLES) into the database at `url`.
 
     Returns the row count per table. Tables are replaced; key columns get unique indexes.
     """
     frames = read_csv_folder(folder, tables)
-    keys = {name: key for name, key in PRIMARY_KEYS.items()
-            if name in frames and set(key) <= set(frames[name].columns)}
+    keys = {name: key for name, key in PRIMARY_KEYS.items() if name in frames and set(key) <= set(frames[name].columns)}
     log.info("loading %d tables from %s", len(frames), folder)
     return write_tables(frames, url, keys=keys)

@@ -21,7 +21,14 @@ _DIALECT_NAMES = {"postgresql": "postgres", "mariadb": "mysql", "mssql": "tsql"}
 # nodes that write, change the schema, run arbitrary commands or lock rows, wherever they appear
 _WRITING_NODES = (
     exp.DML,  # INSERT, UPDATE, DELETE, MERGE, COPY
-    exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Command, exp.LoadData, exp.Into, exp.Lock,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.TruncateTable,
+    exp.Command,
+    exp.LoadData,
+    exp.Into,
+    exp.Lock,
 )
 
 
@@ -42,9 +49,7 @@ def check_read_only(sql: str, dialect: str | None) -> None:
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
-        raise UnsafeQueryError(
-            f"not valid {dialect or 'generic'} SQL{where} ({first.get('description', 'parse error')})"
-        ) from None
+        raise UnsafeQueryError(f"not valid {dialect or 'generic'} SQL{where} ({first.get('description', 'parse error')})") from None
     if len(statements) != 1:
         raise UnsafeQueryError(f"holds {len(statements)} SQL statements; exactly one SELECT is allowed")
     statement = statements[0]

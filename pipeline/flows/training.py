@@ -121,13 +121,21 @@ def training_flow(overrides: dict[str, Any] | None = None, run_id: str | None = 
     mlflow_run_id = step("open MLflow run", open_tracking_run, run_id)
     try:
         summary["tuning"] = step("tuning", tune, run_id, overrides, mlflow_run_id)
-        result = step("final fit + evaluation + SHAP", final_fit_and_evaluate, run_id, summary["tuning"]["best_params"], summary["tuning"]["best_iteration"])
+        result = step(
+            "final fit + evaluation + SHAP",
+            final_fit_and_evaluate,
+            run_id,
+            summary["tuning"]["best_params"],
+            summary["tuning"]["best_iteration"],
+        )
         summary.update({key: result[key] for key in ("metrics", "threshold", "calibration", "top_features")}, final_rounds=result["rounds"])
         summary["baselines"] = step("baselines", evaluate_baselines, run_id)
         summary["timings"] = timings
         summary["numbers"] = {
-            "labelled_orders": summary["labels"]["labelled_orders"], "churn_rate": summary["labels"]["churn_rate"],
-            "n_features": summary["split"]["features_used"], "n_trials": summary["tuning"]["finished_trials"],
+            "labelled_orders": summary["labels"]["labelled_orders"],
+            "churn_rate": summary["labels"]["churn_rate"],
+            "n_features": summary["split"]["features_used"],
+            "n_trials": summary["tuning"]["finished_trials"],
             **{k: summary["tuning"][k] for k in ("complete_trials", "pruned_trials", "failed_trials")},
         }
         summary["model"] = step("MLflow logging + registry", log_results, run_id, mlflow_run_id, summary)

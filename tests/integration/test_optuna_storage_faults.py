@@ -35,15 +35,35 @@ class PrivateMariaDB:
         self.root, self.port = root, _free_port()
         self.datadir, self.socket = root / "data", root / "mysqld.sock"
         self.proc: subprocess.Popen | None = None
-        subprocess.run(["mariadb-install-db", f"--datadir={self.datadir}", "--user=mysql", "--skip-test-db",
-                        "--auth-root-authentication-method=socket"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                f"--datadir={self.datadir}",
+                "--user=mysql",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def start(self) -> None:
         log = open(self.root / "mariadbd.log", "ab")  # noqa: SIM115 - the server's own log, kept open while it runs
         self.proc = subprocess.Popen(
-            [MARIADBD, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", "--user=mysql", f"--pid-file={self.root / 'mariadbd.pid'}", "--skip-log-bin"],
-            stdout=log, stderr=log,
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--socket={self.socket}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=mysql",
+                f"--pid-file={self.root / 'mariadbd.pid'}",
+                "--skip-log-bin",
+            ],
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -173,8 +193,10 @@ def test_eight_workers_on_one_study_no_deadlock_nothing_lost_or_doubled(mariadb:
         cur.execute("SHOW GLOBAL STATUS LIKE 'Max_used_connections'")
         peak = int(cur.fetchone()[1])
     per_worker = {w: sum(t.user_attrs.get("worker") == w for t in trials) for w in range(8)}
-    print(f"load: {len(trials)} trials in 20 s by 8 processes ({per_worker}), states "
-          f"{ {s.name: states.count(s) for s in set(states)} }, peak {peak} database connections")
+    print(
+        f"load: {len(trials)} trials in 20 s by 8 processes ({per_worker}), states "
+        f"{ {s.name: states.count(s) for s in set(states)} }, peak {peak} database connections"
+    )
     assert states.count(TrialState.COMPLETE) == len(trials) > 100  # none failed, none left RUNNING
     assert len({t.number for t in trials}) == len(trials)  # no trial number handed out twice
     assert all(n > 0 for n in per_worker.values())  # every process got trials: no one starved or stuck

@@ -172,7 +172,9 @@ def test_transient_connection_failure_is_retried(
     assert store.get_bytes("late/object.bin") == b"payload"
 
 
-def test_the_pre_run_check_names_a_missing_bucket_and_creates_nothing(s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pre_run_check_names_a_missing_bucket_and_creates_nothing(
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.checks import check_storage
     from pipeline.config import load_config
 

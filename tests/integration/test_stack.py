@@ -110,7 +110,9 @@ def test_throwaway_flow_runs_on_a_worker_with_the_stack_env(stack_api: StackInfo
 
     (tmp_path / "smoke_flow.py").write_text(SMOKE_FLOW)
     stack = stack_api
-    assert register_deployments(stack.prefect_api_url, tmp_path, {"smoke": "smoke_flow.py:smoke"}, stack.work_pool, auth=stack.secrets.prefect_auth) == ["stack-smoke/smoke"]
+    assert register_deployments(
+        stack.prefect_api_url, tmp_path, {"smoke": "smoke_flow.py:smoke"}, stack.work_pool, auth=stack.secrets.prefect_auth
+    ) == ["stack-smoke/smoke"]
     tag = f"t{time.time_ns()}"
     started = time.monotonic()
     flow_run = run_deployment("stack-smoke/smoke", parameters={"tag": tag}, timeout=0)
@@ -127,7 +129,9 @@ def test_throwaway_flow_runs_on_a_worker_with_the_stack_env(stack_api: StackInfo
         else:
             raise AssertionError(f"no `pipeline` log line in the run's logs: {[(log.name, log.message) for log in logs]}")
 
-    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key)
+    settings = S3Settings(
+        endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key
+    )
     seen = json.loads(S3Store(stack.data_bucket, settings=settings).get_bytes(f"smoke/{tag}.json"))
     assert seen["ppid"] in stack.worker_pids.values()
     assert Path(seen["cwd"]) == tmp_path.resolve()
@@ -149,7 +153,9 @@ def test_mlflow_proxies_artifacts_to_s3_without_client_credentials(stack_api: St
     client.log_text(run.info.run_id, "hello", "notes/hello.txt")
     client.set_terminated(run.info.run_id)
 
-    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key)
+    settings = S3Settings(
+        endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key
+    )
     keys = S3Store(stack.mlflow_bucket, settings=settings).list()
     assert any(k.endswith(f"{run.info.run_id}/artifacts/notes/hello.txt") for k in keys), keys
 
@@ -232,9 +238,17 @@ def test_prefect_yaml_deploys_to_the_pool_with_a_templated_directory(
     (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PROJECT_DIR"} | {
-        "PREFECT_API_URL": stack.prefect_api_url, "PREFECT_API_AUTH_STRING": stack.secrets.prefect_auth,
+        "PREFECT_API_URL": stack.prefect_api_url,
+        "PREFECT_API_AUTH_STRING": stack.secrets.prefect_auth,
     }
-    command = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml")]
+    command = [
+        str(Path(sys.executable).parent / "prefect"),
+        "--no-prompt",
+        "deploy",
+        "--all",
+        "--prefect-file",
+        str(tmp_path / "prefect.yaml"),
+    ]
     deployed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
@@ -256,7 +270,10 @@ def test_down_stops_every_process_and_is_idempotent(stack: StackInfo) -> None:
     # a worker started again by hand with the stack's environment: not in the state file
     stray = subprocess.Popen(
         [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", stack.work_pool, "--name", "by-hand"],
-        env={**os.environ, **stack.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **stack.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     pids = {p.pid for p in stack.processes.values()} | {stray.pid}
     pids |= {child for pid in pids for child in descendants(pid)}

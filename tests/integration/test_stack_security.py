@@ -107,7 +107,11 @@ def _s3(stack: StackInfo, key: str, secret: str):
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1",
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
 
@@ -166,7 +170,9 @@ def test_the_optuna_user_reaches_only_its_own_database(stack: StackInfo) -> None
         cur.execute(f"CREATE TABLE `{other}`.customers (id INT)")
     try:
         url = make_url(stack.secrets.optuna_storage)
-        with pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, password=url.password, database=url.database) as optuna:
+        with pymysql.connect(
+            host=url.host, port=url.port or 3306, user=url.username, password=url.password, database=url.database
+        ) as optuna:
             with optuna.cursor() as cur:
                 cur.execute("SELECT 1")
                 with pytest.raises(pymysql.err.OperationalError) as denied:

@@ -63,7 +63,9 @@ class ShardWatcher:
             self.trainer_children |= descendants(self.stack.trainer_pid)
 
 
-def wait_final(client: Any, flow_run_id: UUID, watcher: ShardWatcher, timeout: float = RUN_TIMEOUT, on_poll: Callable[[], None] | None = None) -> Any:
+def wait_final(
+    client: Any, flow_run_id: UUID, watcher: ShardWatcher, timeout: float = RUN_TIMEOUT, on_poll: Callable[[], None] | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         watcher.look()
@@ -77,7 +79,9 @@ def wait_final(client: Any, flow_run_id: UUID, watcher: ShardWatcher, timeout: f
 
 
 def artifacts(stack: StackInfo, run_id: str) -> RunArtifacts:
-    settings = S3Settings(endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key)
+    settings = S3Settings(
+        endpoint_url=stack.s3_endpoint, access_key_id=stack.secrets.s3_access_key, secret_access_key=stack.secrets.s3_secret_key
+    )
     return RunArtifacts(open_store(f"s3://{stack.data_bucket}", settings), run_id)
 
 
