@@ -391,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "train a model end to end (Prefect flow; ephemeral Prefect unless PREFECT_API_URL is set)")
     p.add_argument("--run-id", help="reuse a run id (its artifacts prefix and Optuna study)")
+    p.add_argument(
+        "--no-cache",
+        dest="set",
+        action="append_const",
+        const="cache.enabled=false",
+        help="recompute extract, labels, features and split even when the step cache holds them (same as --set cache.enabled=false)",
+    )
     config = sub.add_parser("config", help="inspect the configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     p = config_sub.add_parser("show", help="print the effective configuration, each value with its source (secrets masked)")

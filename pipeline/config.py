@@ -142,6 +142,12 @@ class StorageConfig(Section):
     s3_outage_seconds: float = Field(90, ge=0, description="how long reads and writes wait for an unreachable S3")
 
 
+class CacheConfig(Section):
+    """Step outputs reused while their inputs are unchanged (`pipeline.cache`)."""
+
+    enabled: bool = True
+
+
 class PrefectConfig(Section):
     work_pool: str = "churn-pool"
     flow_timeout_minutes: float = 180
@@ -186,6 +192,7 @@ class Config(Section):
     tuning: TuningConfig = TuningConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
+    cache: CacheConfig = CacheConfig()
     prefect: PrefectConfig = PrefectConfig()
     scoring: ScoringConfig = ScoringConfig()
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.cache import StepCache
 from pipeline.config import Config
 from pipeline.data.db import DataSourceError, describe_url
-from pipeline.data.extract import extract_tables
+from pipeline.data.extract import extract_tables, source_fingerprint
 from pipeline.labels import LABEL, check_labels, label_orders
 from pipeline.models import LightGBMModel, TrainData
 from pipeline.preprocess import Encoder, features_and_label, random_split, time_split
@@ -62,8 +63,24 @@ def prepare_source(cfg: Config) -> dict[str, Any]:
 # --- 2-3. extract and labels ---------------------------------------------------------------------
 
 
+def cached(cfg: Config, art: RunArtifacts, step: str, outputs: list[str], compute, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `compute` unless the step cache (`pipeline.cache`) holds its outputs for the same inputs."""
+    return StepCache(art.store, cfg.cache.enabled).run(cfg, art, step, outputs, compute, extra)
+
+
 def extract(cfg: Config, art: RunArtifacts) -> dict[str, int]:
+    """The spec's tables into the run; the source's fingerprint and the spec's hash key the cache."""
     spec = load_spec(cfg.data.spec)
+    source = {
+        "url": describe_url(cfg.data.url),
+        "spec_hash": spec_digest(cfg.data.spec),
+        "source": source_fingerprint(cfg.data.url, spec),
+    }
+    outputs = [f"tables/{entity}.parquet" for entity in spec.entities]
+    return cached(cfg, art, "extract", outputs, lambda: _extract(cfg, art, spec), source)
+
+
+def _extract(cfg: Config, art: RunArtifacts, spec: DatasetSpec) -> dict[str, int]:
     tables = handle_snapshot_columns(spec, extract_tables(cfg.data.url, spec), cfg.features.drop_snapshot)
     for entity, frame in tables.items():
         art.put_frame(f"tables/{entity}", frame)
@@ -97,6 +114,10 @@ def load_tables(spec: DatasetSpec, art: RunArtifacts) -> dict[str, pd.DataFrame]
 
 def make_labels(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     """Label the target's orders; the summary names the definition so runs can be told apart."""
+    return cached(cfg, art, "labels", ["labels.parquet"], lambda: _make_labels(cfg, art))
+
+
+def _make_labels(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     spec = load_spec(cfg.data.spec)
     orders = art.get_frame(f"tables/{spec.target.entity}")
     index = spec.entities[spec.target.entity].index
@@ -110,7 +131,14 @@ def make_labels(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
 # --- 4. features ---------------------------------------------------------------------------------
 
 
+FEATURE_OUTPUTS = ["features.parquet", "feature_descriptions.json", "feature_definitions.json"]
+
+
 def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
+    return cached(cfg, art, "features", FEATURE_OUTPUTS, lambda: _make_features(cfg, art))
+
+
+def _make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
     from pipeline.features import synthesize
 
     spec = load_spec(cfg.data.spec)
@@ -136,7 +164,14 @@ def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
 # --- 5. split and encode -------------------------------------------------------------------------
 
 
+SPLIT_OUTPUTS = ["train.parquet", "valid.parquet", "test.parquet", "encoder.joblib"]
+
+
 def split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
+    return cached(cfg, art, "split", SPLIT_OUTPUTS, lambda: _split_and_encode(cfg, art))
+
+
+def _split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     spec = load_spec(cfg.data.spec)
     matrix = art.get_frame("features")
     labels = art.get_frame("labels").set_index(spec.entities[spec.target.entity].index)

@@ -239,6 +239,32 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
             )
 
 
+def source_fingerprint(url: str, spec: DatasetSpec) -> dict[str, object]:
+    """What tells "the source holds the same data" cheaply, for the step cache (`pipeline.cache`).
+
+    A SQLite file: its size and modification time (any write changes them). A server: per entity,
+    the row count and latest time index of its query, computed by the database. Not a content hash:
+    an UPDATE that changes neither leaves a server source's fingerprint unchanged (`run --no-cache`).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        stat = Path(parsed.database).expanduser().resolve().stat()
+        return {"sqlite_size": stat.st_size, "sqlite_mtime_ns": stat.st_mtime_ns}
+    queries = checked_queries(spec, backend_name(url))
+    engine = read_only_engine(url)
+    fingerprint: dict[str, object] = {}
+    try:
+        with connect(engine) as conn:
+            for entity, sql in queries.items():
+                time_index = spec.entities[entity].time_index
+                latest = f"MAX(q.{time_index})" if time_index else "NULL"
+                row = conn.execute(sa.text(f"SELECT COUNT(*), {latest} FROM ({sql.strip().rstrip(';')}) q")).one()
+                fingerprint[entity] = [int(row[0]), str(row[1])]
+    finally:
+        engine.dispose()
+    return fingerprint
+
+
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
     """Check every query, then run them on one read-only connection and validate the results as a whole."""
     queries = checked_queries(spec, backend_name(url))
