@@ -155,7 +155,8 @@ def check_tracking(cfg: Config) -> list[Problem]:
 
 def check_tuning_storage(cfg: Config) -> list[Problem]:
     """A database Optuna storage accepts the login (journal files and memory need nothing)."""
-    from pipeline.stack import StackError, check_database
+    from pipeline.ops.provision import check_database
+    from pipeline.ops.state import StackError
 
     url = cfg.tuning.storage
     if url == "memory" or url.startswith(("journal:", "sqlite:")):

@@ -244,7 +244,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     _bootstrap(args)
     import os
 
-    from pipeline.stack import DEFAULT_DEPLOYMENTS, ensure_work_pool, register_deployments
+    from pipeline.ops.deployments import DEFAULT_DEPLOYMENTS, ensure_work_pool, register_deployments
 
     _require_prefect_server()
     cfg = _config(args)
@@ -422,11 +422,128 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="scoring date YYYY-MM-DD, 'latest' (the source's latest order date) or 'now' (default: scoring.as_of)")
     p.add_argument("--version", type=int, help="model version to score with (default: the tracking.champion_alias one)")
     p.add_argument("--top", type=int, default=10, help="how many of the most at-risk customers to print")
-
-    from pipeline import stack
-
-    stack.add_cli(sub)
+    add_stack_commands(sub)
     return parser
+
+
+# --- stack: the topology as local processes (pipeline/ops) ------------------------------------------
+
+
+def add_stack_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register `stack up|down|status|env|credentials`; no --config/--set: the stack is not a run."""
+    from pipeline.ops.state import DEFAULT_STATE_DIR
+
+    stack = subparsers.add_parser("stack", help="run Prefect, MLflow, S3 and workers as local processes")
+    sub = stack.add_subparsers(dest="stack_command", required=True)
+    commands = {
+        "up": (cmd_stack_up, "start the topology (idempotent)"),
+        "down": (cmd_stack_down, "stop every process of the stack"),
+        "status": (cmd_stack_status, "show processes and health"),
+        "env": (cmd_stack_env, "print `export` lines for a shell (includes secrets)"),
+        "credentials": (cmd_stack_credentials, "print the UI logins (Prefect, MLflow admin and read-only viewer)"),
+    }
+    for name, (handler, help_) in commands.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: %(default)s")
+        p.set_defaults(handler=handler)
+        if name == "up":
+            _add_stack_up_options(p)
+
+
+def _add_stack_up_options(p: argparse.ArgumentParser) -> None:
+    from pipeline.ops.state import DEFAULT_POSTGRES_URL
+
+    p.add_argument("--workers", type=int, default=2, help="tuning-shard workers, besides the trainer (default 2)")
+    p.add_argument("--postgres-url", help=f"admin URL (default: $TEST_POSTGRES_URL or {DEFAULT_POSTGRES_URL})")
+    p.add_argument("--mysql-url", help="Optuna storage, a user with a password (default: generated with --mysql-bootstrap-socket)")
+    p.add_argument("--mysql-bootstrap-socket", help="create the Optuna database and user as root through this socket")
+    p.add_argument("--s3-endpoint", help="use this S3 (keys from AWS_*) instead of starting SeaweedFS")
+    p.add_argument("--s3-port", type=int, help="SeaweedFS ports: this..this+4 and +10000 (default 8333)")
+    p.add_argument("--prefect-port", type=int, help="default 4200")
+    p.add_argument("--mlflow-port", type=int, help="default 5500")
+    p.add_argument("--work-pool", help="default: prefect.work_pool from the config")
+    p.add_argument("--prefect-db", help="PostgreSQL database of the Prefect server (default prefect)")
+    p.add_argument("--mlflow-db", help="PostgreSQL database of the MLflow server (default mlflow)")
+    p.add_argument("--data-url", help="source database for the workers (PIPELINE__DATA__URL)")
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.ops.stack import up
+    from pipeline.ops.state import DEFAULT_STATE_DIR, StackError, StackSettings
+
+    names = [
+        "workers", "postgres_url", "mysql_url", "mysql_bootstrap_socket", "s3_endpoint", "s3_port",
+        "prefect_port", "mlflow_port", "work_pool", "prefect_db", "mlflow_db", "state_dir",
+    ]  # fmt: skip
+    kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.data_url:
+        kwargs["pipeline_env"] = {"PIPELINE__DATA__URL": args.data_url}
+    try:
+        info = up(StackSettings(**kwargs))
+    except StackError as exc:
+        print(f"stack up failed: {exc}\n(`python -m pipeline stack down` stops what was started)", file=sys.stderr)
+        return 1
+    print(f"Prefect UI/API: {info.prefect_api_url.removesuffix('/api')}  MLflow: {info.mlflow_url}  S3: {info.s3_endpoint}")
+    state = "" if args.state_dir == DEFAULT_STATE_DIR else f" --state-dir {shlex.quote(str(args.state_dir))}"
+    print(f'client environment: eval "$(python -m pipeline stack env{state})"')
+    print(f"UI logins (Prefect, MLflow): python -m pipeline stack credentials{state}")
+    return 0
+
+
+def cmd_stack_down(args: argparse.Namespace) -> int:
+    from pipeline.ops.stack import down
+
+    return 1 if down(args.state_dir) else 0
+
+
+def cmd_stack_status(args: argparse.Namespace) -> int:
+    from pipeline.ops.stack import status
+
+    rows = status(args.state_dir)
+    if not rows:
+        print(f"no stack recorded in {args.state_dir}")
+        return 1
+    for r in rows:
+        health = "" if r.healthy is None else ("healthy" if r.healthy else "UNHEALTHY")
+        print(f"{r.name:15} pid {r.pid:<8} {'running' if r.running else 'STOPPED':8} {health:10} {r.url or ''}  log {r.log}")
+    return 0 if all(r.running and r.healthy is not False for r in rows) else 1
+
+
+def cmd_stack_credentials(args: argparse.Namespace) -> int:
+    from pipeline.ops.state import MLFLOW_ADMIN, MLFLOW_VIEWER
+
+    info = _recorded_stack(args.state_dir)
+    if info is None:
+        return 1
+    print(f"Prefect UI  {info.prefect_api_url.removesuffix('/api')}  login (user:password, in its one field): {info.secrets.prefect_auth}")
+    print(f"MLflow UI   {info.mlflow_url}  read-only: user {MLFLOW_VIEWER}  password {info.secrets.mlflow_viewer_password}")
+    print(f"            admin (the pipeline's user): user {MLFLOW_ADMIN}  password {info.secrets.mlflow_admin_password}")
+    return 0
+
+
+def cmd_stack_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.ops.state import worker_env
+
+    info = _recorded_stack(args.state_dir)
+    if info is None:
+        return 1
+    for key, value in worker_env(info).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _recorded_stack(state_dir: Path):
+    """The stack recorded in `state_dir`, or None after saying on stderr that there is none."""
+    from pipeline.ops.state import StackInfo
+
+    info = StackInfo.load(state_dir)
+    if info is None:
+        print(f"no stack recorded in {state_dir}", file=sys.stderr)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.spec import SpecError
 
     try:
-        return (getattr(args, "handler", None) or args.func)(args)
+        return args.handler(args)
     except (ConfigError, DataSourceError, LabelError, SplitError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

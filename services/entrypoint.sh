@@ -107,10 +107,8 @@ case "$role" in
         python -m pipeline deploy --project-dir /app "$@"
         # the read-only MLflow login for people (created, or its password reset to MLFLOW_VIEWER_PASSWORD)
         if [ -n "${MLFLOW_VIEWER_PASSWORD:-}" ]; then
-            python -c 'import os; from pipeline.stack import ensure_mlflow_user as e; e(os.environ["PIPELINE__TRACKING__TRACKING_URI"], os.environ["MLFLOW_TRACKING_PASSWORD"], "viewer", os.environ["MLFLOW_VIEWER_PASSWORD"]); print("mlflow user viewer ready (read-only)")'
+            python -c 'import os; from pipeline.ops.provision import ensure_mlflow_user as e; e(os.environ["PIPELINE__TRACKING__TRACKING_URI"], os.environ["MLFLOW_TRACKING_PASSWORD"], "viewer", os.environ["MLFLOW_VIEWER_PASSWORD"]); print("mlflow user viewer ready (read-only)")'
         fi
-        # training runs on their own queue (the trainer), tuning shards on the workers' default queue
-        exec python /app/services/route_queues.py
         ;;
 
     seed)

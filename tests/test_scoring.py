@@ -186,7 +186,7 @@ def test_the_scores_table_is_replaced_per_model_version_and_date(server, tmp_pat
 def test_the_scoring_deployment_is_scheduled_with_the_configured_cron():
     from prefect.client.schemas.schedules import CronSchedule
 
-    from pipeline.stack import DEFAULT_DEPLOYMENTS
+    from pipeline.ops.deployments import DEFAULT_DEPLOYMENTS
 
     deployments = {d["name"]: d for d in yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())["deployments"]}
     scoring_deployment = deployments["scoring"]

@@ -11,7 +11,7 @@ import pytest
 from pipeline.cli import move_secrets_to_environment, refuse_secrets, run_overrides
 from pipeline.config import load_config
 from pipeline.masking import mask_mapping, mask_url, secret_paths
-from pipeline.stack import StackSettings, _stack_secrets
+from pipeline.ops.state import StackSettings, resolve_secrets
 
 SECRET = "s3cr3t-Pa55"
 
@@ -58,8 +58,8 @@ def test_masking_covers_urls_and_secret_named_keys() -> None:
 
 
 def test_each_local_stack_gets_its_own_optuna_user_and_every_secret_is_distinct(tmp_path) -> None:
-    one = _stack_secrets(StackSettings(state_dir=tmp_path / "a", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
-    two = _stack_secrets(StackSettings(state_dir=tmp_path / "b", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
+    one = resolve_secrets(StackSettings(state_dir=tmp_path / "a", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
+    two = resolve_secrets(StackSettings(state_dir=tmp_path / "b", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), None)
 
     def user(url: str) -> str:
         return url.split("://")[1].split(":")[0]
@@ -68,5 +68,5 @@ def test_each_local_stack_gets_its_own_optuna_user_and_every_secret_is_distinct(
     assert user(one.optuna_storage).startswith("optuna_")
     values = one.values()
     assert len(values) == len(set(values)) >= 9
-    again = _stack_secrets(StackSettings(state_dir=tmp_path / "a", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), one)
+    again = resolve_secrets(StackSettings(state_dir=tmp_path / "a", mysql_bootstrap_socket="/run/x.sock", work_pool="p"), one)
     assert again == one  # a second `up` of the same state dir keeps every secret

@@ -1,5 +1,5 @@
 """Session fixtures that start real services: SeaweedFS, throwaway PostgreSQL and MariaDB
-databases, and the whole stack (`pipeline.stack.up`) with 2 workers.
+databases, and the whole stack (`pipeline.ops.stack.up`) with 2 workers.
 
 Service addresses come from the environment:
   TEST_POSTGRES_URL  admin URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres)
@@ -27,21 +27,11 @@ from typing import NoReturn
 
 import pytest
 
-from pipeline.stack import (
-    DEFAULT_POSTGRES_URL,
-    StackError,
-    StackInfo,
-    StackSettings,
-    bootstrap_mysql,
-    check_database,
-    client_env,
-    down,
-    ensure_buckets,
-    ensure_postgres_databases,
-    start_seaweedfs,
-    stop_process,
-    up,
-)
+from pipeline.ops.provision import bootstrap_mysql, check_database, ensure_buckets, ensure_postgres_databases
+from pipeline.ops.servers import start_seaweedfs
+from pipeline.ops.stack import down, up
+from pipeline.ops.state import DEFAULT_POSTGRES_URL, StackError, StackInfo, StackSettings, client_env
+from pipeline.ops.supervise import stop_process
 
 STACK_TIMEOUT = float(os.environ.get("TEST_STACK_TIMEOUT", "300"))
 
@@ -255,7 +245,7 @@ def stack(stack_settings: StackSettings) -> Iterator[StackInfo]:
 def stack_api(stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackInfo]:
     """Point this process's Prefect client (get_client, run_deployment) and MLflow client at the
     stack, logged in as the pipeline (Prefect API auth string, MLflow admin)."""
-    from pipeline.stack import prefect_settings
+    from pipeline.ops.deployments import prefect_settings
 
     env = client_env(stack)
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):

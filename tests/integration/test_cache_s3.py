@@ -5,6 +5,7 @@ latest time index, so this also covers that path (the local tests use a SQLite f
 from __future__ import annotations
 
 import logging
+import time
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from pipeline.stack import ensure_postgres_databases
+from pipeline.ops.provision import ensure_postgres_databases
 from pipeline.storage import S3Settings, S3Store
 from tests.helpers import write_small_source
 from tests.test_cache import STEPS, config, digests, forbid, reused, run_steps
@@ -76,3 +77,36 @@ def test_steps_reuse_s3_cache_until_the_source_grows(tmp_path, pg_source, s3_ove
         run_steps(config(tmp_path, pg_source, storage=s3_overrides, cache={"enabled": False}), "forced")
     assert reused(caplog) == {}
     assert sum("computed, cached as" in r.getMessage() for r in caplog.records) == len(STEPS)
+
+
+def test_a_run_rides_out_s3_down_for_30_s_between_steps(tmp_path, s3_overrides, free_tcp_port, caplog) -> None:
+    """Injected: after labels, the S3 endpoint stops answering (listener and open connections
+    gone) for 30 s. Counted: features and split wait it out within the default budget (90 s) and
+    write complete outputs; the storage log names the retries."""
+    from pipeline import steps
+    from tests.integration.test_s3_store import DelayedProxy
+
+    source = f"sqlite:///{tmp_path}/source.db"
+    write_small_source(source, customers=120)
+    upstream = s3_overrides["s3_endpoint_url"]
+    proxied = {**s3_overrides, "s3_endpoint_url": f"http://127.0.0.1:{free_tcp_port}"}
+    cfg = config(tmp_path, source, storage=proxied)
+    art = steps.run_artifacts(cfg, "outage")
+    proxy = DelayedProxy(upstream, free_tcp_port, delay=0)
+    steps.extract(cfg, art)
+    steps.make_labels(cfg, art)
+    proxy.close()
+    back = DelayedProxy(upstream, free_tcp_port, delay=30)
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.storage"):
+            steps.make_features(cfg, art)
+            steps.split_and_encode(cfg, art)
+    finally:
+        back.close()
+    waited = time.monotonic() - started
+    print(f"features + split finished {waited:.1f} s after S3 went down for 30 s")
+    assert 30 <= waited < cfg.storage.s3_outage_seconds
+    assert any("retrying for up to" in r.getMessage() for r in caplog.records)
+    direct = config(tmp_path, source, storage=s3_overrides)
+    assert len(steps.load_part(steps.run_artifacts(direct, "outage"), "train")[0]) > 0

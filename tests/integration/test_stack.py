@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -17,22 +16,12 @@ from uuid import UUID
 import pytest
 import yaml
 
-from pipeline.stack import (
-    DEFAULT_DEPLOYMENTS,
-    DEPLOYMENT_QUEUES,
-    StackError,
-    StackInfo,
-    StackSettings,
-    add_cli,
-    descendants,
-    down,
-    prefect_client,
-    process_running,
-    register_deployments,
-    start_seaweedfs,
-    status,
-    up,
-)
+from pipeline.cli import main
+from pipeline.ops.deployments import DEFAULT_DEPLOYMENTS, DEPLOYMENT_QUEUES, prefect_client, register_deployments
+from pipeline.ops.servers import start_seaweedfs
+from pipeline.ops.stack import down, status, up
+from pipeline.ops.state import StackError, StackInfo, StackSettings
+from pipeline.ops.supervise import descendants, process_running
 from pipeline.storage import S3Settings, S3Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -173,11 +162,8 @@ def test_secrets_stay_out_of_logs_state_and_deployments(stack: StackInfo) -> Non
 
 
 def test_cli_status_and_env(stack: StackInfo, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
     for command in ("status", "env"):
-        args = parser.parse_args(["stack", command, "--state-dir", str(stack.state_dir)])
-        assert args.func(args) == 0
+        assert main(["stack", command, "--state-dir", str(stack.state_dir)]) == 0
     out = capsys.readouterr().out
     assert "prefect-server" in out and "healthy" in out
     exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export "))

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stack import MLFLOW_ADMIN, MLFLOW_VIEWER, StackInfo, descendants, prefect_client
+from pipeline.ops.deployments import prefect_client
+from pipeline.ops.state import MLFLOW_ADMIN, MLFLOW_VIEWER, StackInfo
+from pipeline.ops.supervise import descendants
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -14,7 +14,9 @@ from uuid import UUID
 
 import pytest
 
-from pipeline.stack import StackInfo, descendants, start_worker, stop_worker, wait_for_workers
+from pipeline.ops.state import StackInfo
+from pipeline.ops.supervise import descendants
+from pipeline.ops.workers import start_worker, stop_worker, wait_for_workers
 from pipeline.storage import RunArtifacts, S3Settings, open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
