@@ -93,19 +93,22 @@ class LocalStore(ArtifactStore):
 class S3Settings:
     """Where and how to reach S3; credentials fall back to the standard AWS_* variables.
 
-    Transient failures (connection refused or reset, timeouts, 5xx, throttling) are retried
-    up to `max_attempts` times but never for longer than `retry_seconds` in total, so a
-    restarting server is ridden out while an unreachable endpoint fails within seconds.
+    Each request is retried by botocore's own retry mode (`retry_mode`: standard, or adaptive,
+    which also rate-limits the client under throttling): up to `max_attempts` attempts with
+    exponential backoff and full jitter, on connection errors, 5xx and throttling only. An outage
+    longer than that is ridden out for `retry_seconds` in all (storage.s3_outage_seconds), then the
+    request fails naming the endpoint (`S3Store._call` says why botocore alone cannot do that).
     """
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
-    max_attempts: int = 40  # with backoff capped at 4 s: the time budget below decides first
+    max_attempts: int = 5  # per request, by botocore: a blip costs well under a second
     retry_seconds: float = 90.0
     connect_timeout: float = 3.0
     read_timeout: float = 60.0
+    retry_mode: str = "standard"
 
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
@@ -115,6 +118,24 @@ _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+OUTAGE_PAUSE = 2.0  # seconds between rounds of botocore's attempts while an outage lasts
+
+
+def _raise_if_certain(where: str, exc: Exception) -> None:
+    """Missing keys, refused credentials and other non-transient errors: raised at once, as builtins."""
+    from botocore.exceptions import NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        raise PermissionError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from exc
+    code = _error_code(exc)
+    if code in _MISSING_CODES:
+        raise FileNotFoundError(f"{where}: {code}") from exc
+    if code in _AUTH_CODES:
+        raise PermissionError(f"{where} was denied ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy") from exc
+    if not _is_transient(exc):
+        raise exc
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -150,7 +171,7 @@ class S3Store(ArtifactStore):
             aws_secret_access_key=self.settings.secret_access_key,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 1, "mode": "standard"},  # one retry layer only: _call's
+                retries={"max_attempts": self.settings.max_attempts, "mode": self.settings.retry_mode},
                 connect_timeout=self.settings.connect_timeout,
                 read_timeout=self.settings.read_timeout,
             ),
@@ -161,41 +182,42 @@ class S3Store(ArtifactStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        """Run `call` with bounded retries; translate failures into errors naming the endpoint."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        """Run `call` (botocore retries it); past botocore's attempts, repeat it until the outage
+        budget is spent; translate failures into errors naming the endpoint.
 
+        Why a loop on top of botocore's retry mode: botocore counts attempts, never time. Its backoff
+        is random (full jitter, capped at 20 s), so no `max_attempts` maps to a time budget (the same
+        count lasts from a second to minutes), and its retry quota (500 tokens, 14 per retry, per
+        client) runs dry in a long outage, after which it stops retrying at all. This loop only adds
+        the deadline: it re-issues the call every `OUTAGE_PAUSE` seconds while the error is
+        transient, and nothing is retried that botocore would not retry (no tenacity in the
+        environment, and one loop of a few lines does not justify a dependency).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"S3 {what} at {self.endpoint}"
         started = time.monotonic()
-        wait = 0.25
-        for attempt in range(1, self.settings.max_attempts + 1):
+        rounds = 0
+        while True:
             try:
                 return call()
             except (BotoCoreError, ClientError) as exc:
-                where = f"S3 {what} at {self.endpoint}"
-                if isinstance(exc, NoCredentialsError):
-                    raise PermissionError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from exc
-                code = _error_code(exc)
-                if code in _MISSING_CODES:
-                    raise FileNotFoundError(f"{where}: {code}") from exc
-                if code in _AUTH_CODES:
-                    raise PermissionError(
-                        f"{where} was denied ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy"
-                    ) from exc
+                _raise_if_certain(where, exc)
+                rounds += 1
                 elapsed = time.monotonic() - started
-                if not _is_transient(exc):
-                    raise
-                if attempt == self.settings.max_attempts or elapsed + wait > self.settings.retry_seconds:
-                    raise ConnectionError(f"{where} failed after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
+                if elapsed + OUTAGE_PAUSE > self.settings.retry_seconds:
+                    raise ConnectionError(
+                        f"{where} failed after {rounds} x {self.settings.max_attempts} attempts in {elapsed:.1f} s "
+                        f"(storage.s3_outage_seconds={self.settings.retry_seconds:g}): {exc}"
+                    ) from exc
                 log.warning(
-                    "%s failed (%s), retry %d/%d in %.2f s",
+                    "%s failed (%s) after botocore's %d attempts: retrying for up to %.0f s more",
                     where,
-                    code or type(exc).__name__,
-                    attempt,
-                    self.settings.max_attempts - 1,
-                    wait,
+                    _error_code(exc) or type(exc).__name__,
+                    self.settings.max_attempts,
+                    self.settings.retry_seconds - elapsed,
                 )
-            time.sleep(wait)
-            wait = min(wait * 2, 4.0)
-        raise AssertionError("unreachable")
+            time.sleep(OUTAGE_PAUSE)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(f"put {self._key(key)}", lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))

@@ -5,8 +5,8 @@ latest time index, so this also covers that path (the local tests use a SQLite f
 from __future__ import annotations
 
 import logging
-import time
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 

@@ -115,13 +115,15 @@ def test_an_endpoint_down_past_the_budget_is_an_error_naming_it(bucket: str, fre
 
 
 class DelayedProxy:
-    """A TCP forwarder to `target` that only starts listening after `delay` seconds."""
+    """A TCP forwarder to `target` that only starts listening after `delay` seconds; `close()`
+    takes it down with every connection it carries (an outage, as clients see one)."""
 
     def __init__(self, target: str, port: int, delay: float):
         parts = urlsplit(target)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.port = port
         self.stopped = threading.Event()
+        self.sockets: list[socket.socket] = []
         self.thread = threading.Thread(target=self._serve, args=(delay,), daemon=True)
         self.thread.start()
 
@@ -136,6 +138,7 @@ class DelayedProxy:
                 except TimeoutError:
                     continue
                 upstream = socket.create_connection(self.target)
+                self.sockets += [client, upstream]
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -151,6 +154,12 @@ class DelayedProxy:
     def close(self) -> None:
         self.stopped.set()
         self.thread.join(timeout=2)
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
 
 def test_transient_connection_failure_is_retried(
