@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -25,12 +25,6 @@ log = logging.getLogger(__name__)
 # LightGBM rejects these characters in feature names; featuretools names never use them.
 _FORBIDDEN_IN_NAMES = set('",:[]{}')
 EVAL_METRIC = {"roc_auc": "auc", "pr_auc": "average_precision", "log_loss": "binary_logloss", "brier": "binary_logloss"}
-
-
-class Model(Protocol):
-    def fit(self, X_train: pd.DataFrame, y_train: pd.Series, X_valid: pd.DataFrame, y_valid: pd.Series) -> Model: ...
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
-    def save(self, path: str | Path) -> None: ...
 
 
 def check_feature_names(columns: list[str]) -> None:

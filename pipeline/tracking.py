@@ -212,14 +212,6 @@ def log_artifacts_dir(path: str | Path, artifact_path: str | None = None) -> Non
     mlflow.log_artifacts(str(path), artifact_path)
 
 
-def log_dataframe(df: pd.DataFrame, artifact_file: str) -> None:
-    """Log a small table: `.json` as an MLflow table (viewable in the UI), anything else as CSV text."""
-    if artifact_file.endswith(".json"):
-        mlflow.log_table(df, artifact_file)
-    else:
-        mlflow.log_text(df.to_csv(index=False), artifact_file)
-
-
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in params.items():
         dotted = f"{prefix}{key}"

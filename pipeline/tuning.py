@@ -26,8 +26,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from pipeline.config import SearchParam, TuningConfig
-from pipeline.data.db import describe_url
 from pipeline.evaluation import metric_direction, score
+from pipeline.masking import mask_url
 from pipeline.models import LightGBMModel, TrainData
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage
         )
     except Exception as exc:  # SQLAlchemy/driver errors: name the storage, never the password
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise TuningError(f"cannot open the Optuna storage {describe_url(url)}: {reason}") from None
+        raise TuningError(f"cannot open the Optuna storage {mask_url(url)}: {reason}") from None
 
 
 def sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler:

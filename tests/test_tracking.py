@@ -196,7 +196,6 @@ def test_categorical_model_loads_with_lightgbm_flavour(store, tmp_path):
     with mlflow.start_run() as run:
         info = log_model(booster, X)
         tracking.log_artifacts_dir(tmp_path / "plots", "plots")
-        tracking.log_dataframe(pd.DataFrame({"feature": ["a"], "mean_abs_shap": [1.0]}), "shap/importance.csv")
 
     inputs = {spec.name: spec.type.name for spec in info.signature.inputs.inputs}
     assert inputs["customers.MODE(orders.ShipMethod)"] == "string"
@@ -210,5 +209,4 @@ def test_categorical_model_loads_with_lightgbm_flavour(store, tmp_path):
         mlflow.pyfunc.load_model(info.model_uri).predict(X)
 
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
-    artifacts |= {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "shap")}
-    assert artifacts == {"plots/a.txt", "shap/importance.csv"}
+    assert artifacts == {"plots/a.txt"}
