@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = move_secrets_to_environment(run_overrides(args))
     exit_soon_after_interrupt()
     summary = training_flow(overrides=overrides, run_id=args.run_id)
-    print_summary(summary)
+    print_summary(summary, summary_links(args, summary, None if args.run_id else summary["run_id"]))
     return 0
 
 
@@ -164,7 +164,14 @@ def _require_prefect_server() -> None:
         )
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def summary_links(args: argparse.Namespace, summary: dict[str, Any], flow_run_id: str | None) -> dict[str, str]:
+    """Where the run opens in the MLflow and Prefect UIs from the user's browser (pipeline.links)."""
+    from pipeline.links import run_links
+
+    return run_links(_config(args).tracking.tracking_uri, summary, flow_run_id)
+
+
+def print_summary(summary: dict[str, Any], links: dict[str, str] | None = None) -> None:
     m = summary.get("metrics", {})
     model = summary.get("model", {})
     lines = [
@@ -188,6 +195,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  reports     {summary.get('reports')}",
         f"  artifacts   {summary.get('artifacts')}",
         f"  timings     {json.dumps(summary.get('timings'))}",
+        *(f"  {label:<11} {url}" for label, url in (links or {}).items()),
         "=" * 72,
     ]
     print("\n".join(lines), flush=True)
@@ -317,9 +325,11 @@ def _print_stored_summary(args: argparse.Namespace, run_id: str) -> None:
     from pipeline.steps import run_artifacts
 
     try:
-        print_summary(run_artifacts(_config(args), run_id).get_json("summary"))
+        summary = run_artifacts(_config(args), run_id).get_json("summary")
     except (FileNotFoundError, PermissionError, ConnectionError) as exc:
         print(f"(no summary readable from the artifact store here: {exc})", flush=True)
+        return
+    print_summary(summary, summary_links(args, summary, run_id))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
