@@ -102,11 +102,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed_checks(cfg):
         return 2
     _bootstrap(args)
+    import uuid
+
+    from pipeline import steps
+
+    # Bad data (target rows without a customer, dates that are no dates) is found by the extract's
+    # validation: read the source here, in seconds, before the Prefect server starts; the flow's
+    # extract then reuses this from the step cache (read twice only with --no-cache).
+    run_id = args.run_id or uuid.uuid4().hex
+    steps.prepare_source(cfg)
+    steps.extract(cfg, steps.run_artifacts(cfg, run_id))
     from pipeline.flows.training import training_flow
 
     overrides = move_secrets_to_environment(run_overrides(args))
     exit_soon_after_interrupt()
-    summary = training_flow(overrides=overrides, run_id=args.run_id)
+    summary = training_flow(overrides=overrides, run_id=run_id)
     print_summary(summary, summary_links(args, summary, None if args.run_id else summary["run_id"]))
     return 0
 
@@ -252,14 +262,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     _bootstrap(args)
     import os
 
-    from pipeline.ops.deployments import DEFAULT_DEPLOYMENTS, ensure_work_pool, register_deployments
+    from pipeline.alerts import webhook_url
+    from pipeline.ops.deployments import provision_prefect
 
     _require_prefect_server()
     cfg = _config(args)
-    api = os.environ["PREFECT_API_URL"]
-    ensure_work_pool(api, cfg.prefect.work_pool)
-    names = register_deployments(api, Path(args.project_dir).resolve(), DEFAULT_DEPLOYMENTS, cfg.prefect.work_pool)
+    alert_url = webhook_url(cfg)
+    names = provision_prefect(os.environ["PREFECT_API_URL"], Path(args.project_dir).resolve(), cfg, alert_url)
     print("deployments:", ", ".join(names))
+    print(f"schedules: training {cfg.training.cron!r}, scoring {cfg.scoring.cron!r} (UTC); alerts:", "on" if alert_url else "off")
     return 0
 
 
@@ -353,6 +364,32 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """List, pause or resume the deployments' schedules on the Prefect server of PREFECT_API_URL."""
+    from pipeline.checks import prefect_api_problems
+
+    problems = prefect_api_problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    from prefect.client.orchestration import get_client
+
+    from pipeline.ops.schedules import format_rows, list_schedules, set_active
+
+    with get_client(sync_client=True) as client:
+        try:
+            if args.action == "list":
+                rows = list_schedules(client, args.deployment)
+            else:
+                rows = set_active(client, args.deployment, active=args.action == "resume")
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print("\n".join(format_rows(rows)), flush=True)
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     """The effective configuration, one `section.key = value` a line with the layer that set it."""
     from pipeline.config import config_layers, load_config
@@ -423,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True, help="folder with sales_salesorderheader.csv etc.")
     p.add_argument("--url", required=True, help="SQLAlchemy URL of the target database")
     p.add_argument("--all-tables", action="store_true", help="load every CSV, not only the tables the spec reads")
-    p = command("deploy", cmd_deploy, "create the work pool and register the training and tuning-shard deployments")
+    p = command(
+        "deploy", cmd_deploy, "create the work pool, the deployments (training and scoring on their crons) and the alert automations"
+    )
     p.add_argument("--project-dir", default=".", help="code directory the workers run the flows from")
     p = command("trigger", cmd_trigger, "start a run of the training deployment on the work pool")
     p.add_argument("--deployment", default="training/training")
@@ -432,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="scoring date YYYY-MM-DD, 'latest' (the source's latest order date) or 'now' (default: scoring.as_of)")
     p.add_argument("--version", type=int, help="model version to score with (default: the tracking.champion_alias one)")
     p.add_argument("--top", type=int, default=10, help="how many of the most at-risk customers to print")
+    p = sub.add_parser("schedule", help="list, pause or resume the deployments' schedules (PREFECT_API_URL)")
+    p.add_argument("action", choices=["list", "pause", "resume"])
+    p.add_argument("deployment", nargs="?", help="e.g. scoring or scoring/scoring (default: every deployment)")
+    p.set_defaults(handler=cmd_schedule)
     add_stack_commands(sub)
     return parser
 

@@ -63,6 +63,8 @@ class FeatureConfig(Section):
     n_jobs: int = 1
     engine: Literal["columnar", "featuretools"] = "columnar"
     drop_snapshot: bool = False
+    partitions: int = Field(1, ge=1)  # parts by customer-key hash, computed apart (pipeline.feature_partitions)
+    part_deployment: str = "feature-part/feature-part"
 
 
 class SplitConfig(Section):
@@ -153,6 +155,19 @@ class PrefectConfig(Section):
     flow_timeout_minutes: float = 180
 
 
+class TrainingConfig(Section):
+    """When the `training` deployment retrains (its schedule; what a run does is in the other sections)."""
+
+    cron: str = "0 3 * * 1"  # the training deployment's schedule (UTC), as prefect.yaml sets it
+
+
+class AlertsConfig(Section):
+    """Where failed runs and scoring drift are reported (`pipeline.alerts`)."""
+
+    webhook_url: str | None = None  # POST target of the alerts; ALERT_WEBHOOK_URL when null; none: no alerts
+    drift_psi: float = Field(0.25, ge=0)  # a scoring run whose largest feature PSI exceeds this raises a drift alert
+
+
 class ScoringConfig(Section):
     """Who is scored and how the scores are banded and stored (`python -m pipeline score`)."""
 
@@ -194,7 +209,9 @@ class Config(Section):
     storage: StorageConfig = StorageConfig()
     cache: CacheConfig = CacheConfig()
     prefect: PrefectConfig = PrefectConfig()
+    training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("tuning")
     @classmethod

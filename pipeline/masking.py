@@ -13,7 +13,7 @@ from typing import Any
 
 MASK = "***"
 # key names whose values are secrets whatever they look like
-SECRET_KEY_PARTS = ("password", "secret", "token", "access_key", "auth_string")
+SECRET_KEY_PARTS = ("password", "secret", "token", "access_key", "auth_string", "webhook")  # a webhook URL is a bearer token
 # scheme://user:password@ — greedy up to the last "@" before the path, so an unencoded "@" in the
 # password is masked too
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^\s/]+)@")

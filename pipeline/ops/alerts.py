@@ -20,14 +20,10 @@ DRIFT_AUTOMATION = "churn: scoring drift"
 
 # JSON bodies rendered by Prefect (Jinja, `tojson` quotes and escapes); `flow_run` is the run the
 # triggering event names, `ui_url` its page in the Prefect UI (the server's PREFECT_UI_URL)
-_RUN_FIELDS = (
-    '"flow_run": {{ flow_run.name|tojson }}, "flow_run_id": {{ flow_run.id|string|tojson }}, '
-    '"state": {{ flow_run.state.name|tojson }}, "url": {{ flow_run|ui_url|tojson }}'
-)
+_RUN_FIELDS = '"flow_run": {{ flow_run.name|tojson }}, "flow_run_id": {{ flow_run.id|string|tojson }}, "url": {{ flow_run|ui_url|tojson }}'
 FAILURE_PAYLOAD = (
-    '{"alert": "flow run {{ flow_run.state.name|lower }}", "flow": {{ flow.name|tojson }}, '
-    + _RUN_FIELDS
-    + ', "message": {{ flow_run.state.message|tojson }}}'
+    '{"alert": "flow run {{ flow_run.state.name|lower }}", "flow": {{ flow.name|tojson }}, ' + _RUN_FIELDS + ", "
+    '"state": {{ flow_run.state.name|tojson }}, "message": {{ flow_run.state.message|tojson }}}'
 )
 DRIFT_PAYLOAD = '{"alert": "scoring drift", "flow": "scoring", ' + _RUN_FIELDS + ', "drift": {{ event.payload|tojson }}}'
 

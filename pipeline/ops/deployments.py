@@ -91,24 +91,57 @@ def register_deployments(
     work_pool: str,
     queues: dict[str, str] | None = None,
     auth: str | None = None,
+    schedules: dict[str, list[Any]] | None = None,
 ) -> list[str]:
     """Create or update deployments `{name: entrypoint}` whose code is pulled from `project_dir`.
 
     Each goes to work queue `queues[name]` (default: DEPLOYMENT_QUEUES, else the pool's
     default queue): `training` on the trainer's queue, `tuning-shard` on the workers' one.
+    `schedules[name]` (Prefect schedules, e.g. `ops.schedules.config_schedules`) replace the
+    deployment's schedules, each staying paused if it was (matched by slug).
 
     `flow.deploy(build=False)` is rejected without an image, so the flow is loaded with
     `from_source(<local dir>)`, which stores a `set_working_directory` pull step. No
     parameters are stored: workers take the pipeline config from their environment.
     """
     from prefect import Flow
+    from prefect.client.orchestration import get_client
+
+    from pipeline.ops.schedules import keep_paused
 
     names = []
-    with prefect_settings(api_url, auth):
+    with prefect_settings(api_url, auth), get_client(sync_client=True) as client:
         for name, entrypoint in deployments.items():
             flow = Flow.from_source(source=str(project_dir.resolve()), entrypoint=entrypoint)
             queue = (DEPLOYMENT_QUEUES if queues is None else queues).get(name, DEFAULT_QUEUE)
+            wanted = (schedules or {}).get(name)
+            schedule = {"schedules": keep_paused(client, f"{flow.name}/{name}", wanted)} if wanted else {}
             # = .deploy() minus its console table; the server creates a missing queue
-            flow.to_deployment(name=name, work_pool_name=work_pool, work_queue_name=queue).apply()
+            flow.to_deployment(name=name, work_pool_name=work_pool, work_queue_name=queue, **schedule).apply()
             names.append(f"{flow.name}/{name}")
+    return names
+
+
+def provision_prefect(
+    api_url: str,
+    project_dir: Path,
+    cfg: Any,
+    alert_webhook_url: str | None,
+    deployments: dict[str, str] | None = None,
+    auth: str | None = None,
+) -> list[str]:
+    """Everything the pipeline needs on a Prefect server, idempotently: the hardened work pool, the
+    deployments (training and scoring scheduled at `training.cron` / `scoring.cron`, pauses kept) and
+    the alert automations (removed when `alert_webhook_url` is None). Returns the deployment names.
+
+    One function for `stack up` and `python -m pipeline deploy` (the compose stack), so both agree.
+    """
+    from pipeline.ops.alerts import ensure_alerts
+    from pipeline.ops.schedules import config_schedules
+
+    ensure_work_pool(api_url, cfg.prefect.work_pool, auth)
+    names = register_deployments(
+        api_url, project_dir, deployments or DEFAULT_DEPLOYMENTS, cfg.prefect.work_pool, auth=auth, schedules=config_schedules(cfg)
+    )
+    ensure_alerts(api_url, alert_webhook_url, auth)
     return names

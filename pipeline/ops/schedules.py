@@ -7,7 +7,7 @@ stack and prefect.yaml schedule the same times. Pausing is Prefect's own switch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ def keep_paused(client: Any, deployment: str, schedules: list[Any]) -> list[Any]
     except ObjectNotFound:
         return schedules
     active = {s.slug: s.active for s in current if s.slug}
-    return [s.model_copy(update={"active": active.get(s.slug, s.active)}) for s in schedules]
+    return [replace(s, active=active.get(s.slug, s.active)) for s in schedules]
 
 
 @dataclass

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import load_config
 from pipeline.masking import mask_url
-from pipeline.ops.deployments import ensure_work_pool, register_deployments
+from pipeline.ops.deployments import provision_prefect
 from pipeline.ops.provision import (
     bootstrap_mysql,
     check_database,
@@ -99,10 +100,11 @@ def up(settings: StackSettings) -> StackInfo:
         secrets_,
         started.get("prefect-server"),
     )
-    print(f"ensuring work pool {settings.work_pool} and deployments {', '.join(settings.deployments)}", flush=True)
-    ensure_work_pool(info.prefect_api_url, settings.work_pool, s.prefect_auth)
-    info.deployments = register_deployments(
-        info.prefect_api_url, settings.project_dir, settings.deployments, settings.work_pool, auth=s.prefect_auth
+    alerting = "on" if settings.alert_webhook_url else "off (no alerts.webhook_url / ALERT_WEBHOOK_URL)"
+    print(f"ensuring work pool {settings.work_pool}, deployments {', '.join(settings.deployments)}, alerts {alerting}", flush=True)
+    cfg = load_config(overrides={"prefect": {"work_pool": settings.work_pool}})
+    info.deployments = provision_prefect(
+        info.prefect_api_url, settings.project_dir, cfg, settings.alert_webhook_url, settings.deployments, auth=s.prefect_auth
     )
 
     # N shard workers on the default queue, plus the trainer on the training queue

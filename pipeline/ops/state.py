@@ -40,6 +40,13 @@ def _default_work_pool() -> str:
     return load_config().prefect.work_pool
 
 
+def _default_alert_webhook() -> str | None:
+    from pipeline.alerts import webhook_url
+    from pipeline.config import load_config
+
+    return webhook_url(load_config())
+
+
 @dataclass
 class StackSettings:
     """What to start and where; secrets are kept out of `repr` so test reports don't show them."""
@@ -64,6 +71,7 @@ class StackSettings:
     project_dir: Path = PROJECT_DIR
     deployments: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DEPLOYMENTS))
     pipeline_env: dict[str, str] = field(default_factory=dict, repr=False)  # extra PIPELINE__* for workers
+    alert_webhook_url: str | None = field(default_factory=_default_alert_webhook, repr=False)  # None: no alert automations
     worker_query_seconds: int = 1
     mlflow_workers: int = 1
     timeout: float = 120.0  # per wait
