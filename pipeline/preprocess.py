@@ -127,6 +127,16 @@ class Encoder:
             raise SplitError("no usable feature: every column is constant, empty or a date in the training part")
         return self
 
+    def unseen_categories(self, frame: pd.DataFrame) -> dict[str, pd.Series]:
+        """Per categorical column, the values of `frame` training never saw (`transform` makes them missing)."""
+        found = {}
+        for col, cats in self.categories.items():
+            values = frame[col].dropna().astype(str)
+            unseen = values[~values.isin(cats)]
+            if len(unseen):
+                found[col] = unseen
+        return found
+
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame(index=frame.index)
         for col in self.numeric:
@@ -136,6 +146,25 @@ class Encoder:
             as_text = frame[col].astype("object").where(frame[col].notna(), None)
             out[col] = pd.Categorical(as_text.map(lambda v: None if v is None else str(v)), categories=cats)
         return out
+
+
+def warn_unseen_categories(encoder: Encoder, part: str, frame: pd.DataFrame) -> dict[str, int]:
+    """Name the categorical features whose values in `part` training never saw (the model treats
+    them as missing: a new territory or product line scores as if unknown), with example rows."""
+    from pipeline.data.extract import examples
+
+    counts = {}
+    for col, unseen in encoder.unseen_categories(frame).items():
+        counts[col] = len(unseen)
+        log.warning(
+            "%s part: feature %r has %d value(s) never seen in training (encoded as missing), e.g. %s (rows %s)",
+            part,
+            col,
+            len(unseen),
+            examples(unseen.drop_duplicates()),
+            examples(unseen.index.to_series()),
+        )
+    return counts
 
 
 def features_and_label(frame: pd.DataFrame, encoder: Encoder) -> tuple[pd.DataFrame, pd.Series]:

@@ -35,6 +35,9 @@ class Entity(_Strict):
     # email preference today): features built on them may leak the future. Every run warns about them;
     # `features.drop_snapshot: true` drops them right after the extract.
     snapshot: list[str] = []
+    # Allowed values of categorical columns, where the dataset defines them (codes, flags): other
+    # values are reported with example keys before labels are computed (an error if strict_categories)
+    categories: dict[str, list[str | int]] = {}
 
 
 class Relationship(_Strict):
@@ -56,6 +59,7 @@ class DatasetSpec(_Strict):
     target: Target
     entities: dict[str, Entity]
     relationships: list[Relationship] = []
+    strict_categories: bool = False  # a value outside `categories` stops the run instead of warning
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

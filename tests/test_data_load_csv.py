@@ -107,11 +107,11 @@ def test_readme_format_is_parsed(tiny_folder: Path) -> None:
 
 def test_selected_tables_only_and_clear_errors(tiny_folder: Path, tmp_path: Path) -> None:
     assert list(read_csv_folder(tiny_folder, ["CountryRegion"])) == ["CountryRegion"]
-    with pytest.raises(ValueError, match=r"sales_salesorderdetail\.csv") as missing:
+    with pytest.raises(DataSourceError, match=r"sales_salesorderdetail\.csv") as missing:
         read_csv_folder(tiny_folder, ["Customer", "SalesOrderDetail"])
     assert str(tiny_folder) in str(missing.value)
     for folder in (tmp_path / "does-not-exist", tmp_path):
-        with pytest.raises(ValueError, match="no CSV files in .*<schema>_<table>.csv"):
+        with pytest.raises(DataSourceError, match="no CSV files in .*<schema>_<table>.csv"):
             read_csv_folder(folder)
 
 

@@ -100,3 +100,37 @@ def test_a_csv_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes("BusinessEntityID,LastName\n1,Mu\xf1oz\n".encode("latin-1"))
     with pytest.raises(DataSourceError, match=r"person_person.csv is not UTF-8 .* iconv"):
         read_table_csv(path)
+
+
+def _spec_with_categories(strict: bool):
+    """The AdventureWorks spec with ShipMethodID's allowed codes declared (1 and 5, as in the source)."""
+    orders = SPEC.entities["orders"].model_copy(update={"categories": {"ShipMethodID": [1, 5]}})
+    return SPEC.model_copy(update={"entities": {**SPEC.entities, "orders": orders}, "strict_categories": strict})
+
+
+def test_values_outside_the_declared_categories_are_named_with_their_rows(caplog):
+    t = tables()
+    t["orders"]["ShipMethodID"] = [1, 7, 7]
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.extract"):
+        validate_tables(_spec_with_categories(strict=False), t)
+    assert "entity 'orders', column 'ShipMethodID': 2 value(s) outside the spec's categories, e.g. 7 (SalesOrderID 2, 3)" in caplog.text
+    with pytest.raises(DataSourceError, match=r"2 value\(s\) outside the spec's categories, e.g. 7 \(SalesOrderID 2, 3\); add them"):
+        validate_tables(_spec_with_categories(strict=True), t)
+    t["orders"]["ShipMethodID"] = [1, 5, None]
+    validate_tables(_spec_with_categories(strict=True), t)  # declared values and NULLs pass
+
+
+def test_categories_the_training_part_never_saw_are_warned_about_by_feature_and_row(caplog):
+    from pipeline.preprocess import Encoder, warn_unseen_categories
+
+    train = pd.DataFrame({"Territory": pd.Categorical(["1", "2", "1"]), "x": [1.0, 2.0, 3.0], "churn": [0, 1, 0]}, index=[10, 11, 12])
+    test = pd.DataFrame({"Territory": pd.Categorical(["2", "9", "9", None]), "x": [1.0] * 4, "churn": [0] * 4}, index=[20, 21, 22, 23])
+    encoder = Encoder().fit(train)
+    with caplog.at_level(logging.WARNING, logger="pipeline.preprocess"):
+        counts = warn_unseen_categories(encoder, "test", test)
+    assert counts == {"Territory": 2}
+    assert (
+        "test part: feature 'Territory' has 2 value(s) never seen in training (encoded as missing), e.g. '9' (rows 21, 22)" in caplog.text
+    )
+    assert encoder.transform(test)["Territory"].isna().tolist() == [False, True, True, True]
+    assert warn_unseen_categories(encoder, "train", train) == {}

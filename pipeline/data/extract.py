@@ -33,7 +33,7 @@ MAX_REASON = 300
 def spec_columns(spec: DatasetSpec, entity: str) -> set[str]:
     """Every column the spec names for an entity (keys, time index, types, drops, snapshots)."""
     ent = spec.entities[entity]
-    names = {ent.index, *ent.logical_types, *ent.drop, *ent.snapshot}
+    names = {ent.index, *ent.logical_types, *ent.drop, *ent.snapshot, *ent.categories}
     if ent.time_index:
         names.add(ent.time_index)
     for rel in spec.relationships:
@@ -131,7 +131,7 @@ EPOCH_UNITS = (("s", 1e8, 1e10), ("ms", 1e11, 1e13), ("us", 1e14, 1e16), ("ns", 
 PLAUSIBLE_YEARS = (1900, 2200)
 
 
-def _examples(values: pd.Series) -> str:
+def examples(values: pd.Series) -> str:
     shown = [repr(v.item() if hasattr(v, "item") else v) for v in values.head(EXAMPLES)]
     return ", ".join(shown) + (", ..." if len(values) > EXAMPLES else "")
 
@@ -157,8 +157,8 @@ def _to_datetime(values: pd.Series, where: str, keys: pd.Series) -> pd.Series:
         magnitude = values.dropna().abs().median() if values.notna().any() else 0
         unit = next((u for u, low, high in EPOCH_UNITS if low <= magnitude < high), None)
         if unit is None:
-            raise DataSourceError(f"{where}: holds numbers ({_examples(values.dropna())}), not dates, and no epoch unit fits them")
-        log.warning("%s: numbers read as epoch %s (e.g. %s)", where, unit, _examples(values.dropna()))
+            raise DataSourceError(f"{where}: holds numbers ({examples(values.dropna())}), not dates, and no epoch unit fits them")
+        log.warning("%s: numbers read as epoch %s (e.g. %s)", where, unit, examples(values.dropna()))
         parsed = pd.to_datetime(values, unit=unit)
     else:
         try:
@@ -170,13 +170,13 @@ def _to_datetime(values: pd.Series, where: str, keys: pd.Series) -> pd.Series:
         bad = parsed.isna() & values.notna()
         if bad.any():
             raise DataSourceError(
-                f"{where}: {int(bad.sum())} value(s) are not dates, e.g. {_examples(values[bad])} (rows {_examples(keys[bad])})"
+                f"{where}: {int(bad.sum())} value(s) are not dates, e.g. {examples(values[bad])} (rows {examples(keys[bad])})"
             )
     years = parsed.dt.year
     odd = years.notna() & ((years < PLAUSIBLE_YEARS[0]) | (years > PLAUSIBLE_YEARS[1]))
     if odd.any():
         raise DataSourceError(
-            f"{where}: {int(odd.sum())} date(s) outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}, e.g. {_examples(parsed[odd])} (rows {_examples(keys[odd])})"
+            f"{where}: {int(odd.sum())} date(s) outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}, e.g. {examples(parsed[odd])} (rows {examples(keys[odd])})"
         )
     return parsed
 
@@ -200,15 +200,16 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
         dupes = df[index][df[index].duplicated()]
         if len(dupes):
             raise DataSourceError(
-                f"entity {entity!r}: index column {index!r} repeats {len(dupes)} key(s), e.g. {_examples(dupes.drop_duplicates())}"
+                f"entity {entity!r}: index column {index!r} repeats {len(dupes)} key(s), e.g. {examples(dupes.drop_duplicates())}"
             )
+        check_categories(spec, entity, df)
     target, key = spec.entities[spec.target.entity], spec.target.customer_key
     orders = tables[spec.target.entity]
     no_customer = orders[key].isna()
     if no_customer.any():
         raise DataSourceError(
             f"entity {spec.target.entity!r}: {int(no_customer.sum())} row(s) have no {key} and cannot be labelled "
-            f"(they would all look like churn), e.g. {target.index} {_examples(orders.loc[no_customer, target.index])}; "
+            f"(they would all look like churn), e.g. {target.index} {examples(orders.loc[no_customer, target.index])}; "
             "filter them out in the query or fix the source"
         )
     for rel in spec.relationships:
@@ -235,7 +236,7 @@ def validate_tables(spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
                 len(orphans),
                 rel.parent,
                 rel.child_key,
-                _examples(orphans.drop_duplicates()),
+                examples(orphans.drop_duplicates()),
             )
 
 
@@ -263,6 +264,31 @@ def source_fingerprint(url: str, spec: DatasetSpec) -> dict[str, object]:
     finally:
         engine.dispose()
     return fingerprint
+
+
+def _as_code(value: object) -> str:
+    """'5' for 5, 5.0 and '5': an integer code read as a float (its column has NULLs) is the same code."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_categories(spec: DatasetSpec, entity: str, df: pd.DataFrame) -> None:
+    """Values outside the spec's declared `categories` of a column: a warning with count and example
+    keys (a new code the model has never seen), or an error when the spec sets `strict_categories`."""
+    ent = spec.entities[entity]
+    for column, allowed in ent.categories.items():
+        values = df[column].dropna()
+        unknown = values[~values.map(_as_code).isin([_as_code(v) for v in allowed])]
+        if unknown.empty:
+            continue
+        message = (
+            f"entity {entity!r}, column {column!r}: {len(unknown)} value(s) outside the spec's categories, "
+            f"e.g. {examples(unknown.drop_duplicates())} ({ent.index} {examples(df.loc[unknown.index, ent.index])})"
+        )
+        if spec.strict_categories:
+            raise DataSourceError(message + "; add them to the spec's categories or fix the source")
+        log.warning("%s", message)
 
 
 def extract_tables(url: str, spec: DatasetSpec) -> dict[str, pd.DataFrame]:

@@ -166,7 +166,7 @@ def table_names(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
-        raise ValueError(
+        raise DataSourceError(
             f"no CSV files in {folder}: expected a folder of AdventureWorks exports named "
             "<schema>_<table>.csv (e.g. sales_salesorderheader.csv), as described in its README.md"
         )
@@ -189,14 +189,14 @@ def _manifest_tables(path: Path) -> dict[str, str]:
 def read_csv_folder(folder: str | Path, tables: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """Read the CSVs of `folder` as typed DataFrames by table name; `tables` selects a subset.
 
-    Raises ValueError naming the folder and the expected file names when a wanted table is missing.
+    Raises DataSourceError (one line at the CLI) naming the folder and the expected file names when a wanted table is missing.
     """
     available = table_names(folder)
     wanted = list(available) if tables is None else list(tables)
     missing = [name for name in wanted if name not in available]
     if missing:
         expected = ", ".join(_expected_file(name) for name in missing)
-        raise ValueError(f"{folder} lacks the CSV files for tables {missing}: expected {expected}")
+        raise DataSourceError(f"{folder} lacks the CSV files for tables {missing}: expected {expected}")
     return {name: read_table_csv(available[name]) for name in wanted}
 
 
