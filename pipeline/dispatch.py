@@ -1,17 +1,22 @@
-"""Where tuning shards run: in this process, in local processes, or as deployment runs on Prefect workers.
+"""Where fanned-out work runs: tuning shards and feature parts, in this process, in local processes,
+or as deployment runs on Prefect workers.
 
-The step code is the same in every case (`steps.tuning_shard`); only the launcher
-differs. The orchestrator creates the study once (so shards never race to create
-its schema), launches the shards, and waits until the study holds the requested
-number of finished trials.
+The step code is the same in every case (`steps.tuning_shard`, `steps.feature_part`); only
+the launcher differs. Local processes are launched here; deployment runs by a `Fanout`
+(`pipeline.flows.fanout.PrefectFanout`) that the training flow hands in when
+`tuning.dispatch: prefect`, so this module needs no Prefect. For tuning, the orchestrator
+creates the study once (so shards never race to create its schema), launches the shards,
+and waits until the study holds the requested number of finished trials.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import time
-from typing import Any
+import os
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from typing import Any, Protocol
 
 from pipeline import steps
 from pipeline.config import Config, load_config
@@ -20,7 +25,17 @@ from pipeline.tuning import FINISHED, TuningError, best_params, finished_trials,
 log = logging.getLogger(__name__)
 
 
-def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_parent: str | None) -> dict[str, Any]:
+class Fanout(Protocol):
+    """Launches work on remote workers and waits for it (`pipeline.flows.fanout.PrefectFanout`)."""
+
+    def tuning_shards(self, tracking_parent: str | None, study) -> list[dict[str, Any]]: ...
+
+    def feature_parts(self, parts: list[int], token: str) -> list[dict[str, Any]]: ...
+
+
+def tune(
+    cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_parent: str | None, remote: Fanout | None = None
+) -> dict[str, Any]:
     """Tune on the study of `run_id`; shards get `overrides` (never a secret: they read those from their environment)."""
     target = cfg.tuning.n_trials
     if target == 0:
@@ -31,9 +46,10 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
             raise TuningError("tuning.storage 'memory' cannot be shared by several shards: use a journal file, SQLite or MySQL URL")
     study = steps.create_study(cfg, run_id)
     if cfg.tuning.dispatch == "prefect":
-        shards = _prefect_shards(cfg, run_id, overrides, tracking_parent, study)
+        shards = _remote(cfg, remote).tuning_shards(tracking_parent, study)
     elif cfg.tuning.n_shards > 1:
-        shards = _process_shards(run_id, overrides, tracking_parent, cfg.tuning.n_shards, target)
+        args = [(run_id, overrides, tracking_parent, i, target) for i in range(cfg.tuning.n_shards)]
+        shards = [{"shard": i, **p} for i, p in enumerate(run_processes(_shard_process, args, cfg.tuning.n_shards))]
     else:
         shards = [steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), 0, target, tracking_parent)]
     if cfg.tuning.dispatch == "prefect" and finished_trials(study) < target:
@@ -43,7 +59,7 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
             target,
             cfg.tuning.n_shards,
         )
-        shards += _prefect_shards(cfg, run_id, overrides, tracking_parent, study)
+        shards += _remote(cfg, remote).tuning_shards(tracking_parent, study)
     fallback = None
     missing = target - finished_trials(study)
     if missing > 0:  # every shard died: finish here rather than fail the run
@@ -62,6 +78,25 @@ def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_pa
         "shards": shards,
         "fallback": fallback,
     }
+
+
+def feature_part_launcher(cfg: Config, run_id: str, remote: Fanout | None = None) -> Callable[[list[int], str], list[dict[str, Any]]]:
+    """How `steps.make_features` launches its parts: deployment runs for `tuning.dispatch: prefect`,
+    else local processes, as many at a time as this host has cores (each holds one part's history)."""
+    if cfg.tuning.dispatch == "prefect":
+        return _remote(cfg, remote).feature_parts
+    concurrent = os.cpu_count() or 1
+
+    def launch(parts: list[int], token: str) -> list[dict[str, Any]]:
+        return run_processes(_part_process, [(cfg, run_id, i, token) for i in parts], concurrent)
+
+    return launch
+
+
+def _remote(cfg: Config, remote: Fanout | None) -> Fanout:
+    if remote is None:
+        raise TuningError("tuning.dispatch 'prefect' launches deployment runs from the training flow: run the pipeline through it")
+    return remote
 
 
 def close_abandoned_shard_runs(cfg: Config, parent_run_id: str, fallback: str | None = None) -> list[str]:
@@ -89,70 +124,34 @@ def _shard_process(run_id: str, overrides: dict[str, Any] | None, tracking_paren
     steps.tuning_shard(cfg, steps.run_artifacts(cfg, run_id), index, target, tracking_parent)
 
 
-def _process_shards(run_id: str, overrides, tracking_parent, n_shards: int, target: int) -> list[dict[str, Any]]:
-    """Shards as local OS processes sharing the study through its (file or database) storage."""
+def _part_process(cfg: Config, run_id: str, index: int, token: str) -> None:
+    from pipeline.logs import setup_logging
+
+    setup_logging()
+    steps.feature_part(cfg, steps.run_artifacts(cfg, run_id), index, token)
+
+
+def run_processes(target: Callable[..., None], argsets: list[tuple], concurrent: int) -> list[dict[str, Any]]:
+    """`target(*args)` for each argset in its own spawned process, at most `concurrent` at once.
+
+    A fresh interpreter per call: its memory is its own and returns to the system when it
+    exits, and a crash (even a kill) ends only that call, seen as its exit code.
+    """
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_shard_process, args=(run_id, overrides, tracking_parent, i, target)) for i in range(n_shards)]
-    for proc in procs:
-        proc.start()
+    procs = [ctx.Process(target=target, args=args) for args in argsets]
+    pending, running = list(procs), []
+    while pending or running:
+        while pending and len(running) < concurrent:
+            running.append(pending.pop(0))
+            running[-1].start()
+        ended = wait([p.sentinel for p in running])
+        running = [p for p in running if p.sentinel not in ended]
     for proc in procs:
         proc.join()
-    return [{"shard": i, "exitcode": p.exitcode, "pid": p.pid} for i, p in enumerate(procs)]
+    return [{"exitcode": p.exitcode, "pid": p.pid} for p in procs]
 
 
-def _prefect_shards(cfg: Config, run_id: str, overrides, tracking_parent, study) -> list[dict[str, Any]]:
-    """Fan out shard deployment runs, then wait for the study (not for crashed runs) to be done."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
-    target = cfg.tuning.n_trials
-    runs = [
-        run_deployment(
-            name=cfg.tuning.shard_deployment,
-            parameters={
-                "overrides": overrides,
-                "run_id": run_id,
-                "target_trials": target,
-                "shard_index": i,
-                "tracking_parent": tracking_parent,
-            },
-            timeout=0,
-        )
-        for i in range(cfg.tuning.n_shards)
-    ]
-    log.info("launched %d tuning shards on deployment %s", len(runs), cfg.tuning.shard_deployment)
-    deadline = time.monotonic() + cfg.tuning.timeout_minutes * 60
-    # A shard run whose worker died stays RUNNING in Prefect for ever: judge progress by the study.
-    stall_seconds = max(120.0, 10 * cfg.tuning.heartbeat_interval)
-    launched = progress_at = time.monotonic()
-    progress = None
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            states = [client.read_flow_run(r.id).state for r in runs]
-            finished, running = _trial_counts(study)
-            # WAITING trials do not count: failing a dead worker's stale trial re-queues it as
-            # WAITING (RetryHeartbeatStaleTrialCallback), and once the target is met no shard takes it.
-            if all(s is not None and s.is_final() for s in states) or (finished >= target and running == 0):
-                break
-            # still working: a trial running, a new finished trial, or a shard run not yet started
-            # (for at most stall_seconds after launch: runs that never start have no worker)
-            waiting = any(s is None or not (s.is_running() or s.is_final()) for s in states)
-            now = (finished, running)
-            if now != progress or running > 0 or (waiting and time.monotonic() - launched < stall_seconds):
-                progress, progress_at = now, time.monotonic()
-            elif time.monotonic() - progress_at > stall_seconds:
-                log.warning("no trial has run for %.0f s: the shards are gone or never started", stall_seconds)
-                break
-            time.sleep(2)
-        else:
-            raise TuningError(f"tuning did not finish within tuning.timeout_minutes={cfg.tuning.timeout_minutes}")
-        _grace_for_shards(client, runs, seconds=15)
-        _crash_unfinished(client, runs)
-        states = [client.read_flow_run(r.id).state for r in runs]
-    return [{"shard": i, "flow_run": str(r.id), "state": s.name if s else None} for i, (r, s) in enumerate(zip(runs, states, strict=True))]
-
-
-def _trial_counts(study) -> tuple[int, int]:
+def trial_progress(study) -> tuple[int, int]:
     """(finished, running) trials, after failing stale ones (a dead worker's trial, once its heartbeat is stale)."""
     import optuna
     from optuna.trial import TrialState
@@ -160,28 +159,3 @@ def _trial_counts(study) -> tuple[int, int]:
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     return sum(t.state in FINISHED for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
-
-
-def _crash_unfinished(client, runs) -> None:
-    """A shard run not final after the grace period lost its worker (a killed worker's run stays
-    RUNNING in Prefect for ever): mark it Crashed, so the UI shows what happened."""
-    from prefect.states import Crashed
-
-    for run in runs:
-        state = client.read_flow_run(run.id).state
-        if state is None or not state.is_final():
-            log.warning(
-                "shard flow run %s is still %s after tuning ended: its worker is gone; marking it Crashed",
-                run.name,
-                state.name if state else "unknown",
-            )
-            client.set_flow_run_state(run.id, Crashed(message="the shard stopped while its study finished without it"), force=True)
-
-
-def _grace_for_shards(client, runs, seconds: float) -> None:
-    """Give live shards a moment to notice the study is complete and exit cleanly."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if all((s := client.read_flow_run(r.id).state) is not None and s.is_final() for r in runs):
-            return
-        time.sleep(1)

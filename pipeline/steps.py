@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from pipeline.data.db import DataSourceError, describe_url
 from pipeline.data.extract import extract_tables, source_fingerprint
 from pipeline.labels import LABEL, check_labels, label_orders
 from pipeline.models import LightGBMModel, TrainData
-from pipeline.preprocess import Encoder, features_and_label, random_split, time_split
+from pipeline.preprocess import Encoder, features_and_label, random_split, time_split, warn_unseen_categories
 from pipeline.spec import DatasetSpec, load_spec
 from pipeline.storage import ArtifactStore, RunArtifacts, S3Settings, open_store
 
 log = logging.getLogger(__name__)
+
+PartLauncher = Callable[[list[int], str], object]  # launches feature parts by index, signed with a token
 
 
 def artifact_store(cfg: Config) -> ArtifactStore:
@@ -134,19 +137,22 @@ def _make_labels(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
 FEATURE_OUTPUTS = ["features.parquet", "feature_descriptions.json", "feature_definitions.json"]
 
 
-def make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
-    return cached(cfg, art, "features", FEATURE_OUTPUTS, lambda: _make_features(cfg, art))
+def make_features(cfg: Config, art: RunArtifacts, launch_parts: PartLauncher | None = None) -> dict[str, int]:
+    """The feature matrix; with features.partitions > 1 computed in parts by customer
+    (`pipeline.feature_partitions`), launched by `launch_parts` (default: local processes)."""
+    return cached(cfg, art, "features", FEATURE_OUTPUTS, lambda: _make_features(cfg, art, launch_parts))
 
 
-def _make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
+def _make_features(cfg: Config, art: RunArtifacts, launch_parts: PartLauncher | None) -> dict[str, int]:
     from pipeline.features import synthesize
 
     spec = load_spec(cfg.data.spec)
     f = cfg.features
+    tables, labels = load_tables(spec, art), art.get_frame("labels")
     result = synthesize(
         spec,
-        load_tables(spec, art),
-        art.get_frame("labels"),
+        tables,
+        labels if f.partitions == 1 else labels.iloc[:0],  # in parts: only the definitions, chosen on the whole schema
         max_depth=f.max_depth,
         agg_primitives=f.agg_primitives,
         trans_primitives=f.trans_primitives,
@@ -155,10 +161,28 @@ def _make_features(cfg: Config, art: RunArtifacts) -> dict[str, int]:
         n_jobs=f.n_jobs,
         engine=f.engine,
     )
-    art.put_frame("features", result.matrix)
+    matrix = result.matrix if f.partitions == 1 else _matrix_in_parts(cfg, art, spec, tables, labels, result, launch_parts)
+    art.put_frame("features", matrix)
     art.put_json("feature_descriptions", result.descriptions)
     art.put_bytes("feature_definitions.json", result.definitions_json.encode())
-    return {"orders": len(result.matrix), "features": len(result.descriptions)}
+    return {"orders": len(matrix), "features": len(result.descriptions)}
+
+
+def _matrix_in_parts(cfg: Config, art: RunArtifacts, spec: DatasetSpec, tables, labels, result, launch_parts) -> pd.DataFrame:
+    from pipeline import dispatch, feature_partitions
+    from pipeline.features import cutoff_times, point_in_time_entityset
+
+    launch = launch_parts or dispatch.feature_part_launcher(cfg, art.run_id)
+    es, cutoff = point_in_time_entityset(spec, tables), cutoff_times(spec, tables, labels)
+    n_parts, engine = cfg.features.partitions, cfg.features.engine
+    return feature_partitions.run_partitioned(spec, es, cutoff, result.definitions_json, art, n_parts, launch, engine)
+
+
+def feature_part(cfg: Config, art: RunArtifacts, index: int, token: str) -> dict[str, Any]:
+    """One part of a partitioned feature step (`pipeline.feature_partitions`), on whichever worker runs it."""
+    from pipeline.feature_partitions import compute_part
+
+    return compute_part(load_spec(cfg.data.spec), art, index, token, cfg.features.engine)
 
 
 # --- 5. split and encode -------------------------------------------------------------------------
@@ -182,6 +206,7 @@ def _split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
     else:
         split = random_split(matrix, s.test_size, s.valid_size, s.seed, s.min_rows)
     encoder = Encoder().fit(split.train)
+    unseen = {part: warn_unseen_categories(encoder, part, getattr(split, part)) for part in ("valid", "test")}
     for part in ("train", "valid", "test"):
         X, y = features_and_label(getattr(split, part), encoder)
         art.put_frame(part, X.assign(**{LABEL: y}))
@@ -193,6 +218,7 @@ def _split_and_encode(cfg: Config, art: RunArtifacts) -> dict[str, Any]:
         "test_rows": len(split.test),
         "features_used": len(encoder.columns),
         "features_dropped": len(encoder.dropped),
+        "unseen_categories": {part: counts for part, counts in unseen.items() if counts},
     }
 
 

@@ -1,8 +1,9 @@
 """The training flow: thin Prefect wiring of the plain step functions in `pipeline.steps`.
 
 Tasks pass only small values (run ids, counts, metrics); data moves through the
-run's artifact store. Tuning runs in-process (`tuning.dispatch: local`) or as
-tuning-shard deployment runs on the work pool's workers (`prefect`).
+run's artifact store. Tuning shards and feature parts (`features.partitions`) run
+in-process or as local processes (`tuning.dispatch: local`) or as tuning-shard and
+feature-part deployment runs on the work pool's workers (`prefect`, `pipeline.flows.fanout`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import get_run_context
 
-from pipeline import steps
+from pipeline import dispatch, steps
 from pipeline.config import Config, load_config
+from pipeline.flows.fanout import PrefectFanout
 from pipeline.logs import record_warnings, setup_logging
 
 log = logging.getLogger("pipeline.flows")
@@ -45,8 +47,9 @@ def make_labels(cfg: Config, run_id: str) -> dict[str, float]:
 
 
 @task
-def make_features(cfg: Config, run_id: str) -> dict[str, int]:
-    return steps.make_features(cfg, steps.run_artifacts(cfg, run_id))
+def make_features(cfg: Config, run_id: str, overrides: dict[str, Any] | None) -> dict[str, int]:
+    launch_parts = dispatch.feature_part_launcher(cfg, run_id, PrefectFanout(cfg, run_id, overrides))
+    return steps.make_features(cfg, steps.run_artifacts(cfg, run_id), launch_parts)
 
 
 @task
@@ -61,9 +64,7 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
 
 @task
 def tune(cfg: Config, run_id: str, overrides: dict[str, Any] | None, tracking_parent: str) -> dict[str, Any]:
-    from pipeline import dispatch
-
-    return dispatch.tune(cfg, run_id, overrides, tracking_parent)
+    return dispatch.tune(cfg, run_id, overrides, tracking_parent, PrefectFanout(cfg, run_id, overrides))
 
 
 @task
@@ -116,7 +117,7 @@ def training_flow(overrides: dict[str, Any] | None = None, run_id: str | None = 
     summary["source"] = step("prepare source", prepare_source)
     summary["rows"] = step("extract", extract, run_id)
     summary["labels"] = step("labels", make_labels, run_id)
-    summary["features"] = step("features", make_features, run_id)
+    summary["features"] = step("features", make_features, run_id, overrides)
     summary["split"] = step("split + encode", split_and_encode, run_id)
     mlflow_run_id = step("open MLflow run", open_tracking_run, run_id)
     try:

@@ -13,13 +13,14 @@ from typing import Any
 DEFAULT_DEPLOYMENTS = {
     "training": "pipeline/flows/training.py:training_flow",
     "tuning-shard": "pipeline/flows/tuning.py:tuning_shard_flow",
+    "feature-part": "pipeline/flows/features.py:feature_part_flow",
     "scoring": "pipeline/flows/scoring.py:scoring_flow",
 }
 # Work queues of the pool: training runs only wait for their shards, so they get their own queue
 # and worker (`trainer`) instead of holding a shard worker's only slot (as in docker-compose.yml).
 DEFAULT_QUEUE = "default"
 TRAINER_QUEUE = "training"
-DEPLOYMENT_QUEUES = {"training": TRAINER_QUEUE, "tuning-shard": DEFAULT_QUEUE, "scoring": DEFAULT_QUEUE}
+DEPLOYMENT_QUEUES = {"training": TRAINER_QUEUE, "tuning-shard": DEFAULT_QUEUE, "feature-part": DEFAULT_QUEUE, "scoring": DEFAULT_QUEUE}
 
 
 @contextmanager
