@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 PIPELINE_LOGGERS = ("pipeline", "featuretools", "optuna", "lightgbm")
@@ -62,6 +63,12 @@ def setup_logging(level: int | str | None = None) -> None:
         root.addHandler(handler)
     for noisy in ("alembic", "mlflow.store.db.utils", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def interactive() -> bool:
+    """Progress bars instead of periodic log lines: a person watches this terminal (not a pipe, a
+    CI log or a Prefect worker, whose output ends up in the Prefect UI) and did not ask for -q."""
+    return sys.stderr.isatty() and logging.getLogger("pipeline").getEffectiveLevel() <= logging.INFO
 
 
 def _drop_reference_dataset_notice(record: logging.LogRecord) -> bool:

@@ -16,7 +16,8 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from pipeline.config import SearchParam, TuningConfig
 from pipeline.evaluation import metric_direction, score
+from pipeline.logs import interactive
 from pipeline.masking import mask_url
 from pipeline.models import LightGBMModel, TrainData
 
@@ -145,22 +147,28 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     }
 
 
-def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTrial], None]:
+def _best(study: optuna.Study) -> str:
+    try:
+        return f"{study.best_value:.4f}"
+    except ValueError:  # no complete trial yet
+        return "-"
+
+
+def progress_logger(target: int, shard: str, level: int = logging.INFO) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """One log line per finished trial: its value and time, the best so far and the study's progress."""
+
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0.0
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:
-            best = "-"
         counts = trial_counts(study.get_trials(deepcopy=False))
-        log.info(
+        log.log(
+            level,
             "[%s] trial %d %s in %.1fs (best %s, %d/%d finished: %d complete, %d pruned)",
             shard,
             trial.number,
             value,
             took,
-            best,
+            _best(study),
             counts["finished_trials"],
             target,
             counts["complete_trials"],
@@ -168,6 +176,28 @@ def progress_logger(target: int, shard: str) -> Callable[[optuna.Study, FrozenTr
         )
 
     return callback
+
+
+@contextmanager
+def trial_progress(target: int, shard: str) -> Iterator[Callable[[optuna.Study, FrozenTrial], None]]:
+    """How a shard reports its trials: on a terminal one progress bar (trials done/target, best
+    value, ETA) drawn by shard-0 and counting every shard's trials, the per-trial lines going to
+    debug; elsewhere (Prefect UI, CI, a pipe) the per-trial log lines."""
+    if not interactive():
+        yield progress_logger(target, shard)
+        return
+    if shard != "shard-0":  # other local shard processes share shard-0's terminal and bar
+        yield progress_logger(target, shard, logging.DEBUG)
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    def advance(study: optuna.Study, trial: FrozenTrial) -> None:
+        bar.update(finished_trials(study) - bar.n)
+        bar.set_postfix_str(f"best {_best(study)}")
+
+    with tqdm(total=target, desc="tuning", unit="trial") as bar, logging_redirect_tqdm():
+        yield advance
 
 
 def run_shard(
@@ -190,23 +220,20 @@ def run_shard(
     """
     before = {t.number for t in _storage_call(study, lambda: study.get_trials(deepcopy=False, states=FINISHED), shard, storage_outage_s)}
     started = time.perf_counter()
-    callbacks = [
-        optuna.study.MaxTrialsCallback(target_trials, states=FINISHED),
-        progress_logger(target_trials, shard),
-        *(extra_callbacks or []),
-    ]
-    while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
-        left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
-        if left is not None and left <= 0:
+    with trial_progress(target_trials, shard) as report:
+        callbacks = [optuna.study.MaxTrialsCallback(target_trials, states=FINISHED), report, *(extra_callbacks or [])]
+        while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
+            left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
+            if left is not None and left <= 0:
+                break
+            try:
+                study.optimize(objective, timeout=left, callbacks=callbacks, catch=(), gc_after_trial=False)
+            except Exception as exc:
+                if not _caused_by_storage(exc):
+                    raise
+                log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
+                continue
             break
-        try:
-            study.optimize(objective, timeout=left, callbacks=callbacks, catch=(), gc_after_trial=False)
-        except Exception as exc:
-            if not _caused_by_storage(exc):
-                raise
-            log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
-            continue
-        break
     mine = [
         t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()
     ]

@@ -1,0 +1,84 @@
+"""Tuning progress: a bar on a terminal, one log line per trial elsewhere (Prefect UI, CI, pipes)."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import logging
+import os
+import pty
+import struct
+import sys
+import termios
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.models import LightGBMModel, TrainData
+from pipeline.tuning import create_storage, create_study, make_objective, run_shard
+from tests.test_model_tuning import data
+
+TRIALS = 4
+
+
+def tune(shard: str = "shard-0") -> None:
+    cfg = load_config(overrides={"tuning": {"n_trials": TRIALS, "storage": "memory"}})
+    study = create_study(cfg.tuning, "progress", create_storage("memory"))
+    base = LightGBMModel(params={"verbosity": -1}, num_boost_round=50, early_stopping_rounds=5, num_threads=1)
+    run_shard(study, make_objective(TrainData.build(*data()), base, cfg.tuning.search_space), TRIALS, shard=shard)
+
+
+def trial_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.tuning" and "] trial " in r.getMessage() and r.levelno == level]
+
+
+def test_without_a_terminal_each_trial_is_one_log_line(caplog, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    caplog.set_level(logging.INFO, logger="pipeline")
+    tune()
+    lines = trial_lines(caplog, logging.INFO)
+    assert len(lines) == TRIALS
+    assert f"{TRIALS}/{TRIALS} finished" in lines[-1]
+    assert sys.stderr.getvalue() == ""  # no bar drawn into a pipe
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """A real pseudo-terminal; the test puts it in sys.stderr (pytest's capture replaces sys.stderr
+    between fixture setup and the test body). Yields (stream, function returning what was drawn)."""
+    controller, device = pty.openpty()
+    fcntl.ioctl(device, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24x120, like a real one
+    stream = open(device, "w", buffering=1)  # noqa: SIM115 - closed below
+    os.set_blocking(controller, False)
+
+    def drawn() -> str:
+        stream.flush()
+        chunks = []
+        while True:
+            try:
+                chunks.append(os.read(controller, 65536))
+            except BlockingIOError:
+                return b"".join(chunks).decode(errors="replace")
+
+    yield stream, drawn
+    stream.close()
+    os.close(controller)
+
+
+def test_on_a_terminal_shard_0_draws_one_bar_and_trials_go_to_debug(caplog, monkeypatch, terminal):
+    stream, drawn = terminal
+    monkeypatch.setattr(sys, "stderr", stream)
+    caplog.set_level(logging.INFO, logger="pipeline")
+    tune()
+    screen = drawn()
+    assert "tuning: 100%" in screen and f"{TRIALS}/{TRIALS}" in screen and "best 0." in screen
+    assert trial_lines(caplog, logging.INFO) == []
+
+
+def test_on_a_terminal_other_shards_stay_quiet(caplog, monkeypatch, terminal):
+    stream, drawn = terminal
+    monkeypatch.setattr(sys, "stderr", stream)
+    caplog.set_level(logging.INFO, logger="pipeline")
+    tune("shard-1")
+    assert "tuning:" not in drawn()
+    assert trial_lines(caplog, logging.INFO) == []
