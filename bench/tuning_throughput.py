@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.cli import parse_sets
-from pipeline.config import load_config
+from pipeline.config import load_config, parse_sets
 from pipeline.steps import load_part, run_artifacts
 
 REPORT = Path(__file__).with_name("tuning_throughput.md")

@@ -9,28 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 log = logging.getLogger("pipeline.cli")
 
 
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """`--set tuning.n_trials=5` -> {"tuning": {"n_trials": 5}} (values parsed as YAML)."""
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
-    return result
-
-
 def _config(args: argparse.Namespace):
-    from pipeline.config import load_config
+    from pipeline.config import load_config, parse_sets
 
     return load_config(args.config, parse_sets(args.set))
 
@@ -41,7 +24,7 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
     A flow run's parameters are stored by Prefect and shown by its API, so they must carry
     neither a file path (the worker may not have the file) nor a secret.
     """
-    from pipeline.config import deep_merge, read_config_file
+    from pipeline.config import deep_merge, parse_sets, read_config_file
 
     file_part = read_config_file(Path(args.config)) if args.config else {}
     return deep_merge(file_part, parse_sets(args.set)) or None
@@ -392,7 +375,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """The effective configuration, one `section.key = value` a line with the layer that set it."""
-    from pipeline.config import config_layers, load_config
+    from pipeline.config import config_layers, load_config, parse_sets
     from pipeline.masking import mask_value
 
     overrides = parse_sets(args.set)

@@ -274,6 +274,21 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return result
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`--set tuning.n_trials=5` -> {"tuning": {"n_trials": 5}} (values parsed as YAML, like the environment's)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects section.key=value, got {pair!r}")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}

@@ -123,8 +123,7 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     ],
 )
 def test_config_errors_mask_credentials(sets, named):
-    from pipeline.cli import parse_sets
-    from pipeline.config import ConfigError
+    from pipeline.config import ConfigError, parse_sets
 
     with pytest.raises(ConfigError) as err:
         load_config(overrides=parse_sets(sets), environ={})
