@@ -47,6 +47,7 @@ def setup_logging(level: int | str | None = None) -> None:
         logging.getLogger(name).setLevel(level)
     lgb.register_logger(logging.getLogger("lightgbm"))
     logging.getLogger("lightgbm").addFilter(_drop_reference_dataset_notice)
+    logging.getLogger("prefect.task_runs").addFilter(_drop_hook_notices)
     if level >= logging.WARNING:  # quiet: MLflow's "Successfully registered model ..." lines too
         logging.getLogger("mlflow").setLevel(level)
     logging.getLogger("featuretools").setLevel(logging.WARNING)  # its INFO is per-chunk noise
@@ -69,6 +70,13 @@ def interactive() -> bool:
     """Progress bars instead of periodic log lines: a person watches this terminal (not a pipe, a
     CI log or a Prefect worker, whose output ends up in the Prefect UI) and did not ask for -q."""
     return sys.stderr.isatty() and logging.getLogger("pipeline").getEffectiveLevel() <= logging.INFO
+
+
+def _drop_hook_notices(record: logging.LogRecord) -> bool:
+    """Prefect announces every state hook twice (running, finished); the training flow's step hooks
+    log the step themselves, so those notices would only double each step's lines. Failures still show."""
+    message = record.getMessage()
+    return record.levelno > logging.INFO or not (message.startswith("Running hook") or message.endswith("finished running successfully"))
 
 
 def _drop_reference_dataset_notice(record: logging.LogRecord) -> bool:
