@@ -16,6 +16,7 @@ entry, so the next run reuses the fresh outputs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -67,11 +68,17 @@ def code_version(modules: tuple[str, ...], packages: tuple[str, ...]) -> dict[st
     an edit to the step's code changes its key even when the package version does not."""
     version = {PACKAGE: importlib.metadata.version(PACKAGE)}
     for name in modules:
-        source = inspect.getsource(importlib.import_module(name))
-        version[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
+        version[name] = module_digest(name)
     for name in packages:
         version[name] = importlib.metadata.version(name)
     return version
+
+
+@functools.cache
+def module_digest(name: str) -> str:
+    """Hash of a module's source, read once per process: the code this process runs, even if the
+    file is edited on disk while it runs (a later read would key its outputs by code it never ran)."""
+    return hashlib.sha256(inspect.getsource(importlib.import_module(name)).encode()).hexdigest()[:16]
 
 
 def config_values(cfg: Config, paths: tuple[str, ...]) -> dict[str, Any]:
