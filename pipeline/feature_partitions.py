@@ -29,11 +29,12 @@ launch, so a manifest left by an earlier attempt is never taken for this one).
 from __future__ import annotations
 
 import logging
+import os
 import resource
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import featuretools as ft
 import numpy as np
@@ -222,13 +223,28 @@ def compute_part(spec: DatasetSpec, art: RunArtifacts, index: int, token: str, e
     features = ft.load_features(part.get_bytes("feature_definitions.json").decode())
     matrix = calculate_features(features, es, part.get_frame("cutoff"), engine)
     part.put_frame("features", matrix)
-    summary = {"token": token, "part": index, "rows": len(matrix), "peak_rss_mb": peak_rss_mb()}
+    summary = {
+        "token": token,
+        "part": index,
+        "rows": len(matrix),
+        "peak_rss_mb": peak_rss_mb(),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
     part.write_manifest(summary)
     log.info("feature part %d: %d rows, peak RSS %.0f MB", index, len(matrix), summary["peak_rss_mb"])
     return summary
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    """This process's peak resident memory so far, in MiB.
+
+    Linux: VmHWM, the high-water mark of this program's own memory. Not ru_maxrss, which a
+    spawned process inherits from the parent that forked it (Linux keeps it across exec), so
+    a part started by an orchestrator holding the whole data would report the orchestrator's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1)  # macOS: bytes
