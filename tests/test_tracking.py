@@ -141,6 +141,8 @@ def test_champion_moves_only_when_it_loses_on_the_same_rows(store):
     worse = _promote(good, name, X, y, champion_auc - 0.05)
     assert (worse.version, worse.promoted, worse.previous_champion_version) == (3, False, 2)
     assert worse.decision.champion_score == pytest.approx(champion_auc) and worse.decision.comparable
+    # a retraining that does not promote leaves the alias, which scoring loads, on the old champion
+    assert int(MlflowClient().get_model_version_by_alias(name, "champion").version) == 2
     tie = _promote(good, name, X, y, champion_auc + 0.001)  # within the margin
     assert not tie.promoted and "not beaten on the same rows" in tie.decision.reason
     better = _promote(good, name, X, y, champion_auc + 0.01)

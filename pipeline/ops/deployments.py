@@ -108,18 +108,20 @@ def register_deployments(
     from prefect import Flow
     from prefect.client.orchestration import get_client
 
-    from pipeline.ops.schedules import keep_paused
+    from pipeline.ops.schedules import drop_other_schedules, keep_paused
 
     names = []
     with prefect_settings(api_url, auth), get_client(sync_client=True) as client:
         for name, entrypoint in deployments.items():
             flow = Flow.from_source(source=str(project_dir.resolve()), entrypoint=entrypoint)
             queue = (DEPLOYMENT_QUEUES if queues is None else queues).get(name, DEFAULT_QUEUE)
-            wanted = (schedules or {}).get(name)
-            schedule = {"schedules": keep_paused(client, f"{flow.name}/{name}", wanted)} if wanted else {}
+            full_name = f"{flow.name}/{name}"
+            wanted = keep_paused(client, full_name, schedules[name]) if schedules and name in schedules else None
             # = .deploy() minus its console table; the server creates a missing queue
-            flow.to_deployment(name=name, work_pool_name=work_pool, work_queue_name=queue, **schedule).apply()
-            names.append(f"{flow.name}/{name}")
+            flow.to_deployment(name=name, work_pool_name=work_pool, work_queue_name=queue, schedules=wanted).apply()
+            if wanted is not None:
+                drop_other_schedules(client, full_name, wanted)
+            names.append(full_name)
     return names
 
 

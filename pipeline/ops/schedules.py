@@ -43,6 +43,19 @@ def keep_paused(client: Any, deployment: str, schedules: list[Any]) -> list[Any]
     return [replace(s, active=active.get(s.slug, s.active)) for s in schedules]
 
 
+def drop_other_schedules(client: Any, deployment: str, schedules: list[Any]) -> None:
+    """Delete the deployment's schedules whose slug is not one of `schedules`'.
+
+    With slugs, Prefect's deployment update changes and adds schedules but never removes one, so a
+    renamed or temporary schedule would otherwise keep firing after the next registration.
+    """
+    keep = {s.slug for s in schedules}
+    current = client.read_deployment_by_name(deployment)
+    for s in current.schedules:
+        if s.slug not in keep:
+            client.delete_deployment_schedule(current.id, s.id)
+
+
 @dataclass
 class ScheduleRow:
     deployment: str  # flow/deployment
