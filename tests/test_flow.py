@@ -115,3 +115,21 @@ def test_training_flow_end_to_end_then_an_incomparable_run_keeps_the_champion(tm
     assert int(client.get_model_version_by_alias(cfg.tracking.registered_model, "champion").version) == 1
     v2 = client.get_model_version(cfg.tracking.registered_model, "2")
     assert v2.tags["promotion"] == "not promoted" and "split.method differs" in v2.tags["promotion_reason"]
+
+
+def test_a_run_that_fails_after_opening_its_mlflow_run_marks_that_run_failed(tmp_path):
+    from pipeline.flows.training import training_flow
+    from pipeline.tuning import TuningError
+
+    source = f"sqlite:///{tmp_path}/source.db"
+    write_small_source(source, customers=150)
+    over = overrides(tmp_path / "work", source, n_trials=2)
+    # nothing listens on port 1: the tuning step fails at once, after the MLflow run was opened
+    over["tuning"]["storage"] = "mysql+pymysql://optuna:s3cret@127.0.0.1:1/optuna"
+    with pytest.raises(TuningError, match="cannot open the Optuna storage") as failure:
+        training_flow(overrides=over)
+    assert "s3cret" not in str(failure.value)
+
+    client = MlflowClient(load_config(overrides=over).tracking.tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs if r.info.run_name.startswith("train-")] == ["FAILED"]
