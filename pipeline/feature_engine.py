@@ -20,7 +20,9 @@ semantics are featuretools' own, so the matrices are equal:
   pandas' bias-corrected G1 (0 for constant data), MODE the smallest of the most frequent
   values, PERCENT_TRUE counting missing values as False.
 
-Aggregations over a time window before the cutoff (featuretools' `use_previous` in
+LAST, AVG_TIME_BETWEEN and pipeline.feature_windows' own primitives (PREVIOUS, LAST_TIME_BETWEEN,
+TRUE_STREAK, the row-wise RATE_CHANGE) are computed here too, so the window and recency features
+never fall back. Aggregations over a time window before the cutoff (featuretools' `use_previous` in
 days, hours, ...: rows stamped in [cutoff - window, cutoff]) are supported too.
 Features the engine does not cover (other primitives, `where`, windows in months or
 observations, multi-output primitives, secondary time indexes) are computed by featuretools for those
@@ -59,7 +61,17 @@ AGGREGATIONS = {
     "percent_true",
     "time_since_first",
     "time_since_last",
+    "avg_time_between",
+    "last",
+    # pipeline.feature_windows' own primitives
+    "last_time_between",
+    "previous",
+    "true_streak",
 }
+# Aggregations that pick one of their input values: categorical inputs stay category codes.
+PICKING = {"mode", "last", "previous"}
+# Aggregations of a time index whose result is a duration, computed in seconds and converted to the primitive's unit.
+DURATIONS = {"time_since_first", "time_since_last", "avg_time_between", "last_time_between"}
 # Row-wise transforms: each output value depends on its own row only (unlike cum_sum or
 # percentile, which depend on the other rows visible at the cutoff); computed with the
 # primitive's own function.
@@ -89,6 +101,7 @@ ROW_WISE_TRANSFORMS = {
     "square_root",
     "is_null",
     "not",
+    "rate_change",
 }
 ROW, KEY, TIME, EXISTS, POSITION = "__row", "__key", "__t", "__exists", "__position"
 
@@ -170,7 +183,7 @@ def _categories_of(feature: FeatureBase, entityset: ft.EntitySet) -> pd.Index | 
         if isinstance(column.dtype, pd.CategoricalDtype) and not _is_key(entityset, feature.dataframe_name, feature.column_name):
             return column.cat.categories
         return None
-    if type(feature) is DirectFeature or (type(feature) is AggregationFeature and feature.primitive.name == "mode"):
+    if type(feature) is DirectFeature or (type(feature) is AggregationFeature and feature.primitive.name in PICKING):
         return _categories_of(feature.base_features[0], entityset)
     return None
 
@@ -357,15 +370,33 @@ def _aggregation(feature: AggregationFeature) -> pl.Expr:
         return x.drop_nulls().n_unique()
     if name == "percent_true":
         return x.fill_null(False).cast(pl.Float64).mean()
-    # values.iloc[0] / iloc[-1] in featuretools' row order; in seconds here, _in_units converts them after grouping
-    edge = x.sort_by(POSITION).first() if name == "time_since_first" else x.sort_by(POSITION).last()
+    in_order = x.sort_by(POSITION)  # featuretools' row order: the entity set's, by time index
+    if name == "last":
+        return in_order.last()
+    if name == "previous":
+        return in_order.reverse().slice(1, 1).first()
+    if name == "true_streak":
+        return in_order.reverse().cast(pl.Int64).cum_prod().sum()  # trailing 1s: cum_prod stays 1 until the first False
+    return _duration(name, x, in_order)
+
+
+def _duration(name: str, x: pl.Expr, in_order: pl.Expr) -> pl.Expr:
+    """DURATIONS in seconds (_in_units converts them after grouping); featuretools' definitions, NaN with too few values."""
+    if name == "avg_time_between":
+        n = x.count()
+        span = pl.when(n >= 2).then(x.max() - x.min())
+        return span.dt.total_nanoseconds() / 1e9 / (n - 1)
+    if name == "last_time_between":
+        return x.drop_nulls().sort().tail(2).diff().last().dt.total_nanoseconds() / 1e9
+    # values.iloc[0] / iloc[-1] in featuretools' row order
+    edge = in_order.first() if name == "time_since_first" else in_order.last()
     return (pl.col(TIME).first() - edge).dt.total_nanoseconds() / 1e9
 
 
 def _in_units(feature: AggregationFeature) -> pl.Expr:
-    """TIME_SINCE_* seconds in the primitive's unit, with featuretools' own conversion."""
+    """DURATIONS' seconds in the primitive's unit, with featuretools' own conversion."""
     column = pl.col(feature.get_name())
-    if feature.primitive.name not in ("time_since_first", "time_since_last"):
+    if feature.primitive.name not in DURATIONS:
         return column
     convert = lambda s: pl.Series(convert_time_units(s.to_numpy(), feature.primitive.unit)).fill_nan(None)  # noqa: E731
     return column.map_batches(convert, return_dtype=pl.Float64)

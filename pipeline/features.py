@@ -23,6 +23,7 @@ import featuretools as ft
 import pandas as pd
 
 from pipeline.feature_engine import calculate_feature_matrix
+from pipeline.feature_windows import window_recency_features
 from pipeline.labels import LABEL
 from pipeline.spec import DatasetSpec
 
@@ -176,13 +177,17 @@ def synthesize(
     approximate: str | None = None,
     n_jobs: int = 1,
     engine: str = "columnar",
+    windows: list[str] | None = None,
+    recency: bool = False,
 ) -> FeatureResult:
     """Feature matrix for the labelled orders, each as of its own cutoff time.
 
     DFS picks the features (names, descriptions and saved definitions are featuretools');
-    `engine` computes them: "columnar" (pipeline.feature_engine, same values in seconds)
-    or "featuretools" (its calculate_feature_matrix, one pass per distinct cutoff time;
-    the only one that honours `approximate` and `n_jobs`).
+    `windows` (e.g. ["30d", "90d"]) and `recency` add pipeline.feature_windows' definitions
+    of the customer's recent past to them (beyond max_features). `engine` computes them:
+    "columnar" (pipeline.feature_engine, same values in seconds) or "featuretools" (its
+    calculate_feature_matrix, one pass per distinct cutoff time; the only one that honours
+    `approximate` and `n_jobs`).
     """
     es = point_in_time_entityset(spec, tables)
     target = spec.target.entity
@@ -197,9 +202,21 @@ def synthesize(
         ignore_columns=foreign_keys(spec),
         features_only=True,
     )
+    defs += _not_among(defs, window_recency_features(es, target, spec.target.customer_key, windows or [], recency))
     matrix = calculate_features(defs, es, cutoff, engine, approximate, n_jobs)
     descriptions = {f.get_name(): ft.describe_feature(f) for f in defs}
     return FeatureResult(matrix=matrix, definitions_json=ft.save_features(defs), descriptions=descriptions)
+
+
+def _not_among(defs: list[ft.FeatureBase], extra: list[ft.FeatureBase]) -> list[ft.FeatureBase]:
+    """The `extra` features DFS did not already define (e.g. TIME_SINCE_LAST when it is among the DFS primitives)."""
+    names = {f.get_name() for f in defs}
+    return [f for f in extra if f.get_name() not in names]
+
+
+def load_definitions(definitions_json: str) -> list[ft.FeatureBase]:
+    """ft.load_features, with this pipeline's own primitives registered (importing pipeline.feature_windows does that)."""
+    return ft.load_features(definitions_json)
 
 
 def calculate_features(

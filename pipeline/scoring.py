@@ -89,6 +89,7 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
     from mlflow.tracking import MlflowClient
 
     from pipeline import tracking
+    from pipeline.features import load_definitions
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per small JSON file otherwise
     t = cfg.tracking
@@ -123,7 +124,7 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
         version=int(mv.version),
         run_id=mv.run_id,
         booster=mlflow.lightgbm.load_model(f"models:/{mv.name}/{mv.version}"),
-        features=ft.load_features(definitions),
+        features=load_definitions(definitions),
         encoder=Encoder(**json.loads(encoder)),
         calibrator=tracking.run_calibrator(mv),
         threshold=float(mv.tags["threshold"]),
