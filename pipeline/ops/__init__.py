@@ -16,8 +16,9 @@ One module per concern:
 - `servers`: start SeaweedFS, the Prefect server and the MLflow server and wait until healthy;
 - `deployments`: Prefect client/settings, the hardened work pool, the deployments;
 - `workers`: the Prefect workers of the pool;
+- `schedules`, `alerts`: the deployments' crons and the alert automations;
 - `stack`: `up`, `down`, `status`.
-The `stack` commands are in `pipeline/cli.py` with the other commands.
+The `stack` and `schedule` commands are in `pipeline/cli.py` with the other commands.
 
 Security (see README, "Logins and secrets"): the Prefect API wants HTTP basic auth
 (`PREFECT_SERVER_API_AUTH_STRING`), MLflow runs its basic-auth app (an admin user for the
