@@ -55,7 +55,7 @@ STEPS: dict[str, StepInputs] = {
     "labels": StepInputs(("labels",), ("pipeline.labels",), (), upstream="extract"),
     "features": StepInputs(
         ("features",),
-        ("pipeline.features", "pipeline.feature_engine", "pipeline.feature_partitions"),
+        ("pipeline.features", "pipeline.feature_engine", "pipeline.feature_windows", "pipeline.feature_partitions"),
         ("featuretools", "woodwork", "polars", "numpy"),
         upstream="labels",
     ),

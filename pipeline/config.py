@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,7 @@ from pipeline.masking import mask_url, mask_value
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "PIPELINE__"
+WINDOW_PATTERN = r"^(\d+)([dhw])$"  # a time window before the cutoff: 30d, 12h, 2w (pipeline.feature_windows)
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,8 @@ class FeatureConfig(Section):
     n_jobs: int = 1
     engine: Literal["columnar", "featuretools"] = "columnar"
     drop_snapshot: bool = False
+    windows: list[Annotated[str, Field(pattern=WINDOW_PATTERN)]] = ["30d", "90d", "365d"]  # [] = no window features
+    recency: bool = True  # time since last event, gaps, previous values, streaks (pipeline.feature_windows)
     partitions: int = Field(1, ge=1)  # parts by customer-key hash, computed apart (pipeline.feature_partitions)
     part_deployment: str = "feature-part/feature-part"
 

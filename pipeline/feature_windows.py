@@ -31,7 +31,9 @@ from featuretools.utils.time_utils import convert_time_units
 from woodwork.column_schema import ColumnSchema
 from woodwork.logical_types import Boolean, BooleanNullable, Datetime, Double, IntegerNullable
 
-WINDOW = re.compile(r"^(\d+)([dhw])$")
+from pipeline.config import WINDOW_PATTERN
+
+WINDOW = re.compile(WINDOW_PATTERN)
 _UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 
 

@@ -160,6 +160,8 @@ def _make_features(cfg: Config, art: RunArtifacts, launch_parts: PartLauncher | 
         approximate=f.approximate,
         n_jobs=f.n_jobs,
         engine=f.engine,
+        windows=f.windows,
+        recency=f.recency,
     )
     matrix = result.matrix if f.partitions == 1 else _matrix_in_parts(cfg, art, spec, tables, labels, result, launch_parts)
     art.put_frame("features", matrix)
