@@ -14,7 +14,6 @@ instead of minutes); `engine="featuretools"` uses featuretools itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -249,7 +248,3 @@ def calculate_features(
         raise ValueError(f"features.engine must be 'columnar' or 'featuretools', got {engine!r}")
     log.info("%s: %d features for %d orders in %.1fs", engine, len(defs), len(matrix), time.perf_counter() - started)
     return matrix
-
-
-def descriptions_json(result: FeatureResult) -> str:
-    return json.dumps(result.descriptions, indent=2)
