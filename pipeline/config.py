@@ -145,6 +145,7 @@ class StorageConfig(Section):
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_outage_seconds: float = Field(90, ge=0, description="how long reads and writes wait for an unreachable S3")
+    s3_retry_mode: Literal["standard", "adaptive"] = "standard"
 
 
 class CacheConfig(Section):

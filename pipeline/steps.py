@@ -34,7 +34,8 @@ PartLauncher = Callable[[list[int], str], object]  # launches feature parts by i
 
 
 def artifact_store(cfg: Config) -> ArtifactStore:
-    s3 = S3Settings(endpoint_url=cfg.storage.s3_endpoint_url, region=cfg.storage.s3_region, retry_seconds=cfg.storage.s3_outage_seconds)
+    st = cfg.storage
+    s3 = S3Settings(endpoint_url=st.s3_endpoint_url, region=st.s3_region, retry_seconds=st.s3_outage_seconds, retry_mode=st.s3_retry_mode)
     return open_store(cfg.storage.uri, s3)
 
 

@@ -104,7 +104,7 @@ class S3Settings:
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
-    max_attempts: int = 5  # per request, by botocore: a blip costs well under a second
+    max_attempts: int = 5  # per request, the first included (botocore total_max_attempts): a blip costs under a second
     retry_seconds: float = 90.0
     connect_timeout: float = 3.0
     read_timeout: float = 60.0
@@ -171,7 +171,7 @@ class S3Store(ArtifactStore):
             aws_secret_access_key=self.settings.secret_access_key,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": self.settings.max_attempts, "mode": self.settings.retry_mode},
+                retries={"total_max_attempts": self.settings.max_attempts, "mode": self.settings.retry_mode},
                 connect_timeout=self.settings.connect_timeout,
                 read_timeout=self.settings.read_timeout,
             ),
