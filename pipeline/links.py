@@ -45,7 +45,7 @@ def run_links(tracking_uri: str, summary: dict[str, Any], flow_run_id: str | Non
         links["MLflow run"] = f"{mlflow_base}/#/experiments/{experiment}/runs/{run_id}{MLFLOW_ML_VIEW}"
     model = summary.get("model") or {}
     if mlflow_base and model.get("version"):
-        links["model"] = f"{mlflow_base}/#/models/{quote(model['registered_model'])}/versions/{model['version']}"
+        links["registry"] = f"{mlflow_base}/#/models/{quote(model['registered_model'])}/versions/{model['version']}"
     prefect_base = prefect_ui()
     if prefect_base and flow_run_id:
         links["flow run"] = f"{prefect_base}/runs/flow-run/{flow_run_id}"

@@ -4,7 +4,8 @@
 #   preflight        one-shot: refuse to start the stack while a secret still has its change-me placeholder
 #   prefect-server   Prefect API + UI + background services (database: PREFECT_API_DATABASE_CONNECTION_URL)
 #   mlflow           MLflow tracking server with basic auth, artifacts proxied to S3 (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION)
-#   worker           `prefect worker start` on the work pool (queue WORKER_QUEUE); LightGBM threads from the CPU limit
+#   worker           `prefect worker start` on the work pool (queue WORKER_QUEUE), named after the container; LightGBM threads from the CPU limit
+#   webhook-receiver records the alerts posted to it (GET /calls lists them)
 #   deploy           one-shot: Optuna schema, work pool, deployments, training queue (idempotent)
 #   seed             one-shot: write the source database unless it already holds the same data (idempotent)
 #   dashboard        optuna-dashboard behind HTTP basic auth, read-only storage user (dashboard image only)
@@ -66,12 +67,15 @@ case "$role" in
         export MLFLOW_AUTH_CONFIG_PATH=/tmp/mlflow-auth.ini
         printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:////tmp/mlflow-auth.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
             > "$MLFLOW_AUTH_CONFIG_PATH"
-        # the backend store URI (with its password) is read from MLFLOW_BACKEND_STORE_URI, not argv
+        # the backend store URI (with its password) is read from MLFLOW_BACKEND_STORE_URI, not argv.
+        # uvicorn kills a worker process that misses a 5 s health ping: on busy CPUs a new worker is
+        # still importing MLflow by then, so workers died in a loop and requests were cut off.
         exec mlflow server --app-name basic-auth \
             --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
             --serve-artifacts \
             --host 0.0.0.0 --port 5000 \
             --workers "${MLFLOW_WORKERS:-2}" \
+            --uvicorn-opts "--timeout-worker-healthcheck ${MLFLOW_WORKER_HEALTHCHECK_SECONDS:-60}" \
             --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,mlflow,localhost:*,127.0.0.1:*}" \
             "$@"
         ;;
@@ -89,9 +93,14 @@ case "$role" in
         pool="${PREFECT_WORK_POOL:-churn-pool}"
         queue="${WORKER_QUEUE:-}"
         log "pool $pool, queue ${queue:-all}, one flow run at a time"
-        # flow runs are child processes of this worker and inherit its environment
-        exec prefect worker start --pool "$pool" --type process ${queue:+--work-queue "$queue"} \
-            --limit "${WORKER_RUN_LIMIT:-1}" --name "${WORKER_NAME_PREFIX:-worker}-$(hostname)" --with-healthcheck "$@"
+        # flow runs are child processes of this worker and inherit its environment; named after
+        # the container (churn-worker-2), removed from the pool's list when the container stops
+        exec python /app/services/worker.py "$pool" --type process ${queue:+--work-queue "$queue"} \
+            --limit "${WORKER_RUN_LIMIT:-1}" --with-healthcheck "$@"
+        ;;
+
+    webhook-receiver)
+        exec python /app/services/webhook_receiver.py "$@"
         ;;
 
     deploy)
@@ -126,7 +135,7 @@ case "$role" in
         ;;
 
     help|--help|-h)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         ;;
 
     *)

@@ -330,3 +330,65 @@ def test_each_role_has_its_own_s3_key(services):
     assert "MLFLOW_S3_ACCESS_KEY" in services["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"]
     assert "PIPELINE_S3_ACCESS_KEY" in services["worker"]["environment"]["AWS_ACCESS_KEY_ID"]
     assert str(services["minio-init"].get("user", "")).split(":")[0] not in ("", "0", "root")
+
+
+# ------------------------------------------------------------------------------------ scaling, scores, alerts
+
+
+def test_train_does_not_depend_on_the_scaled_workers(services):
+    """`docker compose run train` reconciles the services it depends on: on `worker` it would undo `--scale worker=N`."""
+    assert "worker" not in services["train"]["depends_on"]
+    assert services["train"]["depends_on"]["trainer"]["condition"] == "service_healthy"
+
+
+def test_scores_go_to_their_own_database_and_role(services, env_example):
+    url = services["worker"]["environment"]["PIPELINE__SCORING__TABLE_URL"]
+    assert re.fullmatch(r"postgresql\+psycopg2://scores:\$\{SCORES_DB_PASSWORD:\?[^}]+\}@postgres:5432/scores", url), url
+    for service in ("postgres", "preflight"):
+        assert "SCORES_DB_PASSWORD" in services[service]["environment"], service
+    init = (ROOT / "infra" / "postgres" / "10-churn-databases.sh").read_text()
+    assert re.search(r"for db in [a-z ]*\bscores\b", init) and 'scores)  pw="$SCORES_DB_PASSWORD"' in init
+    assert "REVOKE ALL ON DATABASE" in init, "other roles may not connect to the scores database"
+
+
+def test_alerts_go_to_the_stacks_webhook_receiver_by_default(services, env_example):
+    receiver = services["webhook-receiver"]
+    assert receiver["command"] == ["webhook-receiver"] and "ports" not in receiver, "internal only: nothing outside may be called"
+    assert "/health" in " ".join(receiver["healthcheck"]["test"])
+    for source in (services["worker"]["environment"]["ALERT_WEBHOOK_URL"], env_example["ALERT_WEBHOOK_URL"]):
+        assert "http://webhook-receiver:8080/" in source
+    assert services["deploy"]["depends_on"]["webhook-receiver"]["condition"] == "service_healthy"
+
+
+def test_links_use_the_addresses_a_browser_on_the_host_opens(services):
+    env = services["worker"]["environment"]
+    assert env["MLFLOW_PUBLIC_URL"] == "http://${PUBLIC_HOST:-localhost}:${MLFLOW_PORT:-5000}"
+    assert env["PREFECT_PUBLIC_URL"] == "http://${PUBLIC_HOST:-localhost}:${PREFECT_PORT:-4200}"
+    assert services["prefect-server"]["environment"]["PREFECT_UI_URL"] == env["PREFECT_PUBLIC_URL"], "alert links"
+
+
+def test_every_service_runs_as_non_root(services):
+    """Project images end on `USER app`; no service may switch back to root."""
+    final_user = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("USER ")]
+    assert final_user and final_user[-1] == "app"
+    for name, svc in services.items():
+        assert str(svc.get("user", "")).split(":")[0] not in ("0", "root"), f"service {name} runs as root"
+
+
+def test_no_secret_on_any_command_line(services):
+    """Entrypoints, commands and healthchecks are visible to `ps` and `docker compose top`: no ${SECRET} there
+    (`$$VAR` is no interpolation: the container's shell reads the variable from its environment)."""
+    for name, svc in services.items():
+        argv = [svc.get("entrypoint"), svc.get("command"), (svc.get("healthcheck") or {}).get("test")]
+        used = {m.group(1) or m.group(4) for text in _strings(argv) for m in VAR_RE.finditer(text.replace("$$", ""))}
+        assert not {var for var in used if SECRET_NAME.search(var)}, f"service {name}: a secret on a command line"
+
+
+def test_the_image_holds_every_script_the_entrypoint_runs():
+    """A script missing from the image (Dockerfile COPY or .dockerignore) would fail only at container start."""
+    scripts = set(re.findall(r"/app/services/([\w.-]+\.py)", ENTRYPOINT.read_text()))
+    dockerfile, ignore = DOCKERFILE.read_text(), (ROOT / ".dockerignore").read_text()
+    assert {"worker.py", "webhook_receiver.py"} <= scripts
+    for script in scripts:
+        assert f"services/{script}" in dockerfile, f"services/Dockerfile does not copy services/{script}"
+        assert f"!services/{script}" in ignore, f".dockerignore keeps services/{script} out of the build context"

@@ -27,7 +27,7 @@ def test_public_urls_replace_the_workers_addresses(tmp_path, monkeypatch):
 
     assert links == {
         "MLflow run": f"http://localhost:5123/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning",
-        "model": "http://localhost:5123/#/models/churn%20model/versions/3",
+        "registry": "http://localhost:5123/#/models/churn%20model/versions/3",
         "flow run": "http://localhost:4321/runs/flow-run/0f0e-flow-run",
     }
 
