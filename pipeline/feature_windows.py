@@ -132,8 +132,8 @@ class RateChange(TransformPrimitive):
         )
 
     def generate_name(self, base_feature_names):
-        """The inputs' names carry both windows already: no argument list after them."""
-        return f"{self.name.upper()}({', '.join(base_feature_names)})"
+        """The inputs' names carry both windows already: no argument list; no comma (LightGBM refuses it in names)."""
+        return f"{self.name.upper()}({' vs '.join(base_feature_names)})"
 
     def get_function(self):
         def rate_change(recent, total):
@@ -141,6 +141,17 @@ class RateChange(TransformPrimitive):
             return recent / self.recent_days - (total - recent) / (self.total_days - self.recent_days)
 
         return rate_change
+
+
+def _aggregate(base: FeatureBase, customer: str, primitive, window: str | None = None) -> ft.AggregationFeature:
+    """An AggregationFeature named without commas, which LightGBM refuses in feature names.
+
+    featuretools writes `COUNT(sessions, Last 30 Days)` and `AVG_TIME_BETWEEN(sessions.StartedAt, unit=days)`;
+    these read `COUNT(sessions in last 30 days)` and `AVG_TIME_BETWEEN(sessions.StartedAt in days)`.
+    """
+    feature = ft.AggregationFeature(base, customer, primitive, use_previous=window)
+    name = re.sub(r", Last (\d+) (\w+)\)$", lambda m: f" in last {m.group(1)} {m.group(2).lower()})", feature.get_name())
+    return feature.rename(re.sub(r", unit=(\w+)\)$", r" in \1)", name))
 
 
 def customer_entity(es: ft.EntitySet, target: str, customer_key: str) -> str:
@@ -194,16 +205,12 @@ def _windowed(es: ft.EntitySet, customer: str, table: str, spans: list[pd.Timede
     rates: list[list[FeatureBase]] = []  # per window: COUNT, then SUM of each numeric column
     for span in spans:
         window = _as_use_previous(span)
-        counted = [ft.AggregationFeature(index, customer, ft.primitives.Count, use_previous=window)]
-        counted += [ft.AggregationFeature(column[c], customer, ft.primitives.Sum, use_previous=window) for c in numeric]
+        counted = [_aggregate(index, customer, ft.primitives.Count, window)]
+        counted += [_aggregate(column[c], customer, ft.primitives.Sum, window) for c in numeric]
         rates.append(counted)
         features += counted
-        features += [
-            ft.AggregationFeature(column[c], customer, p, use_previous=window)
-            for c in numeric
-            for p in (ft.primitives.Mean, ft.primitives.Max)
-        ]
-        features += [ft.AggregationFeature(column[c], customer, ft.primitives.PercentTrue, use_previous=window) for c in boolean]
+        features += [_aggregate(column[c], customer, p, window) for c in numeric for p in (ft.primitives.Mean, ft.primitives.Max)]
+        features += [_aggregate(column[c], customer, ft.primitives.PercentTrue, window) for c in boolean]
     days = [span / pd.Timedelta(days=1) for span in spans]
     for i in range(len(spans) - 1):
         change = RateChange(recent_days=days[i], total_days=days[i + 1])
@@ -216,11 +223,11 @@ def _recency(es: ft.EntitySet, customer: str, table: str, own: bool) -> list[Fea
     numeric, boolean, categorical = _columns(es, table)
     time = ft.IdentityFeature(es[table].ww[es[table].ww.time_index])
     features = [
-        ft.AggregationFeature(time, customer, ft.primitives.AvgTimeBetween(unit="days")),
-        ft.AggregationFeature(time, customer, LastTimeBetween(unit="days")),
+        _aggregate(time, customer, ft.primitives.AvgTimeBetween(unit="days")),
+        _aggregate(time, customer, LastTimeBetween(unit="days")),
     ]
     if not own:  # the target's own latest row is the current one: 0 days, always
-        features.append(ft.AggregationFeature(time, customer, ft.primitives.TimeSinceLast(unit="days")))
+        features.append(_aggregate(time, customer, ft.primitives.TimeSinceLast(unit="days")))
     latest = Previous if own else ft.primitives.Last
     features += [ft.AggregationFeature(ft.IdentityFeature(es[table].ww[c]), customer, latest) for c in numeric + boolean + categorical]
     flags = [c for c in boolean if isinstance(es[table].ww.logical_types[c], Boolean)]

@@ -1,0 +1,1 @@
+SELECT CustomerID, Plan FROM customers

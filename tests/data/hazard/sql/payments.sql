@@ -1,0 +1,1 @@
+SELECT PaymentID, CustomerID, PaidAt, Amount, Late FROM payments

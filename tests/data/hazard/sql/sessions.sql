@@ -1,0 +1,1 @@
+SELECT SessionID, CustomerID, StartedAt, Minutes FROM sessions

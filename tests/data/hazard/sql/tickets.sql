@@ -1,0 +1,1 @@
+SELECT TicketID, CustomerID, OpenedAt, Severity FROM tickets
