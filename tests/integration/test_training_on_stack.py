@@ -1,5 +1,5 @@
 """The training deployment on the local stack: a trainer worker runs the training flow, which fans
-tuning out to 2 shard workers through a MySQL Optuna study; data from a PostgreSQL source, run
+the feature step (2 customer parts) and tuning out to 2 shard workers through a MySQL Optuna study; data from a PostgreSQL source, run
 intermediates in S3, the model in MLflow (artifacts proxied by its server). Then the same with a
 shard worker killed mid-trial: its trial goes stale, is retried by the survivor, the run completes.
 """
@@ -14,6 +14,7 @@ from uuid import UUID
 
 import pytest
 
+from pipeline import feature_partitions
 from pipeline.ops.state import StackInfo
 from pipeline.ops.supervise import descendants
 from pipeline.ops.workers import start_worker, stop_worker, wait_for_workers
@@ -87,6 +88,7 @@ def artifacts(stack: StackInfo, run_id: str) -> RunArtifacts:
     return RunArtifacts(open_store(f"s3://{stack.data_bucket}", settings), run_id)
 
 
+@pytest.mark.timeout(1200)  # the 2 feature-part runs add their start-up to the run
 def test_training_deployment_runs_on_trainer_and_two_shard_workers(
     stack_api: StackInfo, source_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,20 +101,23 @@ def test_training_deployment_runs_on_trainer_and_two_shard_workers(
     stack = stack_api
     name = f"churn-stack-{time.time_ns()}"
     over = overrides(name, {"n_trials": 8}, {"num_boost_round": 300})
+    over["features"] = {**FEATURES, "partitions": 2}  # the feature step in 2 customer parts, on the shard workers too
     started = time.monotonic()
     flow_run_id = trigger(over)
     run_id = str(flow_run_id)
     watcher = ShardWatcher(stack)
     with get_client(sync_client=True) as client:
-        run = wait_final(client, flow_run_id, watcher)
+        run = wait_final(client, flow_run_id, watcher, timeout=RUN_TIMEOUT + 240)  # + the 2 feature-part runs' start-up
         print(f"training run finished in {time.monotonic() - started:.1f} s: {run.state.name}")
         assert run.state.is_completed(), f"{run.state.name}: {run.state.message}"
         flow_runs = client.read_flow_runs()
         run_ids = [r.id for r in flow_runs if r.id == flow_run_id or r.parameters.get("run_id") == run_id]
         time.sleep(3)  # logs reach the API in batches of about 2 s
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
-    shard_runs = [r for r in flow_runs if r.parameters.get("run_id") == run_id]
+    shard_runs = [r for r in flow_runs if r.parameters.get("run_id") == run_id and "shard_index" in r.parameters]
     assert len(shard_runs) == 2 and all(r.state.is_completed() for r in shard_runs), [(r.name, r.state) for r in shard_runs]
+    part_runs = [r for r in flow_runs if r.parameters.get("run_id") == run_id and "part" in r.parameters]
+    assert len(part_runs) == 2 and all(r.state.is_completed() for r in part_runs), [(r.name, r.state) for r in part_runs]
 
     # the study: enough finished trials, run by the two shard workers' flow-run processes, none by the trainer
     study = find_study(stack.secrets.optuna_storage, run_id)
@@ -133,6 +138,9 @@ def test_training_deployment_runs_on_trainer_and_two_shard_workers(
         assert manifest["artifacts"][part]["schema"], part
         assert manifest["artifacts"][part]["key"] == f"runs/{run_id}/{part}"
     assert art.verify() == []
+    parts = [feature_partitions.part_artifacts(art, i).read_manifest() for i in range(2)]
+    assert len({p["token"] for p in parts}) == 1 and sum(p["rows"] for p in parts) == len(art.get_frame("features"))
+    assert {watcher.owner.get(p["pid"]) for p in parts} <= set(stack.worker_pids), (parts, watcher.owner)
     summary = art.get_json("summary")
     X_test = art.get_frame("test").drop(columns=["churn"])
 
