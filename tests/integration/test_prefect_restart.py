@@ -18,7 +18,7 @@ import pytest
 from pipeline.ops.servers import start_prefect_server, wait_http
 from pipeline.ops.state import StackInfo, StackSettings
 from pipeline.ops.supervise import stop_process
-from tests.integration.test_training_on_stack import ShardWatcher, artifacts, find_study, overrides, wait_final
+from tests.integration.test_training_on_stack import ShardWatcher, artifacts, find_study, overrides, slow_tuning, wait_final
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 N_TRIALS = 10
@@ -47,15 +47,7 @@ def test_training_survives_or_resumes_after_its_prefect_server_restarts(
 
     stack = stack_api
     name = f"churn-prefect-restart-{time.time_ns()}"
-    slow = {  # trials of a few seconds, so the restart lands mid-tuning
-        "n_trials": N_TRIALS,
-        "pruner_warmup_steps": 5000,
-        "search_space": [
-            {"name": "learning_rate", "type": "float", "low": 0.001, "high": 0.003, "log": True},
-            {"name": "num_leaves", "type": "int", "low": 16, "high": 64},
-        ],
-    }
-    over = overrides(name, slow, {"num_boost_round": 600, "early_stopping_rounds": 600})
+    over = overrides(name, slow_tuning(N_TRIALS), {"num_boost_round": 600, "early_stopping_rounds": 600})
     started = time.monotonic()
     flow_run_id = run_deployment(name="training/training", parameters={"overrides": over}, timeout=0).id
     run_id = str(flow_run_id)

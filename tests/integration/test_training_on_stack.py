@@ -38,6 +38,18 @@ def overrides(name: str, tuning: dict[str, Any], model: dict[str, Any]) -> dict[
     }
 
 
+def slow_tuning(n_trials: int) -> dict[str, Any]:
+    """Trials of a few seconds (small learning rates, no pruning), so a fault lands mid-tuning."""
+    return {
+        "n_trials": n_trials,
+        "pruner_warmup_steps": 5000,
+        "search_space": [
+            {"name": "learning_rate", "type": "float", "low": 0.001, "high": 0.003, "log": True},
+            {"name": "num_leaves", "type": "int", "low": 16, "high": 64},
+        ],
+    }
+
+
 def trigger(over: dict[str, Any]) -> UUID:
     from prefect.deployments import run_deployment
 
@@ -204,15 +216,7 @@ def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_
 
     stack = stack_api
     name = f"churn-stack-kill-{time.time_ns()}"
-    slow = {  # trials of a few seconds: small learning rates, no early stop or pruning
-        "n_trials": 12,
-        "pruner_warmup_steps": 5000,
-        "search_space": [
-            {"name": "learning_rate", "type": "float", "low": 0.001, "high": 0.003, "log": True},
-            {"name": "num_leaves", "type": "int", "low": 16, "high": 64},
-        ],
-    }
-    over = overrides(name, slow, {"num_boost_round": 1000, "early_stopping_rounds": 1000})
+    over = overrides(name, slow_tuning(12), {"num_boost_round": 1000, "early_stopping_rounds": 1000})
     started = time.monotonic()
     flow_run_id = trigger(over)
     run_id = str(flow_run_id)
