@@ -138,14 +138,16 @@ class Encoder:
         return found
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=frame.index)
+        """The encoded frame, built in one go: inserting column by column fragments it (pandas then
+        warns once per column, hundreds of lines with the window features)."""
+        columns: dict[str, object] = {}
         for col in self.numeric:
             values = pd.to_numeric(frame[col].astype("float64") if frame[col].dtype == "boolean" else frame[col], errors="coerce")
-            out[col] = values.astype("float64").replace([np.inf, -np.inf], np.nan)
+            columns[col] = values.astype("float64").replace([np.inf, -np.inf], np.nan)
         for col, cats in self.categories.items():
             as_text = frame[col].astype("object").where(frame[col].notna(), None)
-            out[col] = pd.Categorical(as_text.map(lambda v: None if v is None else str(v)), categories=cats)
-        return out
+            columns[col] = pd.Categorical(as_text.map(lambda v: None if v is None else str(v)), categories=cats)
+        return pd.DataFrame(columns, index=frame.index)
 
 
 def warn_unseen_categories(encoder: Encoder, part: str, frame: pd.DataFrame) -> dict[str, int]:
