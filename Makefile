@@ -31,11 +31,22 @@ lint: $(STAMP)  ## ruff: lint rules and formatting of pyproject.toml
 e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear down
 	bash services/e2e.sh
 
-bench: $(STAMP)  ## tuning throughput with 1 and 2 workers on real AdventureWorks (AW_DATA_DIR)
-	$(PY) -m bench.tuning_throughput $(ARGS)
+# getML (the benchmark's peer) pins numpy/pandas/pyarrow/rich below the project's lock: its own venv
+GETML_VENV  := .venv-getml
+GETML_STAMP := $(GETML_VENV)/.installed
+
+$(GETML_STAMP): bench/getml-requirements.lock
+	$(PYTHON) -m venv $(GETML_VENV)
+	$(GETML_VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(GETML_VENV)/bin/uv pip sync --quiet --python $(GETML_VENV)/bin/python bench/getml-requirements.lock
+	touch $(GETML_STAMP)
+
+bench: $(STAMP) $(if $(QUICK),,$(GETML_STAMP))  ## bench/REPORT.md on real AdventureWorks (AW_DATA_DIR, < 45 min); QUICK=1: synthetic, minutes
+	$(PY) -m bench.run $(if $(QUICK),--quick --out $(or $(OUT),.pipeline/bench-quick)) $(ARGS)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
+	$(PY) -m uv pip compile bench/getml-requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o bench/getml-requirements.lock
 
 clean:
 	rm -rf .pipeline .pytest_cache

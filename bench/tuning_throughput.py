@@ -62,20 +62,33 @@ def measure(config_path, overrides, run_id: str, workers: int, seconds: float) -
     wall = time.perf_counter() - started
     cfg = load_config(config_path, overrides)
     study = tuning.create_study(cfg.tuning, f"{cfg.tuning.study_name}-{run_id}", tuning.create_storage(cfg.tuning.storage))
-    trials = study.get_trials(deepcopy=False, states=tuning.FINISHED)
-    first = min(t.datetime_start for t in trials)
-    last = max(t.datetime_complete for t in trials)
+    return {"workers": workers, "threads": threads, **study_throughput(study.get_trials(deepcopy=False)), "wall_s": wall}
+
+
+def study_throughput(trials: list) -> dict[str, float]:
+    """Finished (complete + pruned) trials per minute, from the first trial's start to the last one's end."""
+    from pipeline import tuning
+
+    finished = [t for t in trials if t.state in tuning.FINISHED]
+    first = min(t.datetime_start for t in finished)
+    last = max(t.datetime_complete for t in finished)
     busy_minutes = (last - first).total_seconds() / 60
-    pruned = sum(t.state.name == "PRUNED" for t in trials)
     return {
-        "workers": workers,
-        "threads": threads,
-        "finished": len(trials),
-        "pruned": pruned,
+        "finished": len(finished),
+        "pruned": sum(t.state.name == "PRUNED" for t in finished),
         "minutes": busy_minutes,
-        "per_minute": len(trials) / busy_minutes,
-        "wall_s": wall,
+        "per_minute": len(finished) / busy_minutes,
     }
+
+
+def seconds_to_reach(trials: list, value: float) -> float | None:
+    """Seconds from the first trial's start until a complete trial scored at least `value` (maximised metric)."""
+    from pipeline import tuning
+
+    finished = [t for t in trials if t.state in tuning.FINISHED]
+    first = min(t.datetime_start for t in finished)
+    reached = [t.datetime_complete for t in finished if t.value is not None and t.state.name == "COMPLETE" and t.value >= value]
+    return (min(reached) - first).total_seconds() if reached else None
 
 
 def main() -> None:
