@@ -260,17 +260,15 @@ def tuning_section(r: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _throughput_limits(top: dict[str, Any]) -> list[str]:
-    """What limits the 2-worker ratio, from the trial durations and the Optuna-only cost per trial."""
-    if "trial_seconds" not in top:
-        return []
-    one, two, optuna_s = top["trial_seconds"]["1"], top["trial_seconds"]["2"], top["optuna_seconds_per_trial"]
+    """What limits the 2-worker ratio, from the seconds a shard spends per trial and the Optuna-only cost per trial."""
+    per_trial, optuna_s = top["shard_seconds_per_trial"], top["optuna_seconds_per_trial"]
     return [
-        f"What limits it (profile): median trial, 1 shard: complete {one['complete_median_s']} s, pruned {one['pruned_median_s']} s;",
-        f"2 shards: complete {two['complete_median_s']} s, pruned {two['pruned_median_s']} s. Optuna alone (sampling, 3",
-        f"intermediate reports and prune checks, no model) costs {optuna_s['mysql']} s per trial on the stack's MySQL storage and",
-        f"{optuna_s['journal_file']} s on a journal file: storage round-trips that every trial pays whatever the number of",
-        "workers, and that take a larger share of a pruned (short) trial; on 2 cores, two shards also share the cores the",
-        "single shard's LightGBM used with 2 threads, so the ratio measures per-trial overhead and CPU, not LightGBM alone.",
+        f"What limits it (profile): a shard spends {per_trial['1']} s per finished trial alone (2 LightGBM threads) and",
+        f"{per_trial['2']} s with two shards (1 thread each). Optuna alone (sampling, 3 intermediate reports with prune checks,",
+        f"no model) costs {optuna_s['mysql']} s per trial on the stack's MySQL storage and {optuna_s['journal_file']} s on a",
+        "journal file: storage round-trips that every trial pays whatever the number of workers, a large share of a",
+        "pruned (short) trial. On 2 cores the two shards also share the cores the single shard's LightGBM used with 2",
+        "threads, so the ratio measures per-trial overhead and CPU, not LightGBM alone.",
         "",
     ]
 
