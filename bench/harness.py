@@ -9,7 +9,6 @@ The step cache is off: every step really runs.
 from __future__ import annotations
 
 import os
-import resource
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pipeline import steps
 from pipeline.config import Config, deep_merge, load_config
 from pipeline.data.db import write_tables
 from pipeline.data.load_csv import PRIMARY_KEYS, SPEC_TABLES, read_csv_folder
+from pipeline.feature_partitions import peak_rss_mb
 
 # (table, column) pairs that identify a customer's rows; the replicas shift each by k x (max + 1)
 REPLICA_IDS = {
@@ -127,7 +127,7 @@ def run_steps(
 
 def _isolated(overrides: dict[str, Any], run_id: str, name: str, tuned: dict[str, Any] | None) -> tuple[Any, float, float]:
     result, seconds = timed(run_step, config(overrides), run_id, name, tuned)
-    return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result, seconds, peak_rss_mb()  # VmHWM: ru_maxrss would carry the parent's peak across exec
 
 
 def run_steps_isolated(overrides: dict[str, Any], run_id: str) -> dict[str, dict[str, Any]]:

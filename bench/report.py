@@ -118,6 +118,7 @@ def quality_section(r: dict[str, dict[str, Any]], out: Path) -> list[str]:
             ],
             rows,
         ),  # fmt: skip
+        *_reversed(q),
         "![AUC against published numbers, the peer and the baselines](auc.png)",
         "",
         "![ROC curves](roc.png)",
@@ -142,6 +143,19 @@ def quality_section(r: dict[str, dict[str, Any]], out: Path) -> list[str]:
     _plot_roc(q, out / "roc.png")
     _plot_purge(q, out / "purge.png")
     return lines
+
+
+def _reversed(q: dict[str, Any]) -> list[str]:
+    """A test AUC below 0.5 is a reversed ranking: say whether the baselines reverse too (then it is the data)."""
+    notes = [
+        f"`{name}`: test AUC {run['test_auc']:.4f} is below 0.5, the ranking is reversed on the test period; the own-columns"
+        f" baseline scores {run['baselines_test_auc']['own_columns_lgbm']:.4f} on the same rows"
+        + (", reversed too: what separated churners in the training period separates them the other way in the test period"
+           " (a regime change in the data, not a fault of the model)." if run["baselines_test_auc"]["own_columns_lgbm"] < 0.5 else ".")
+        for name, run in q["runs"].items()
+        if run["test_auc"] < 0.5
+    ]  # fmt: skip
+    return [*notes, ""] if notes else []
 
 
 def peer_section(r: dict[str, dict[str, Any]]) -> list[str]:
