@@ -1,9 +1,11 @@
 """One typed configuration, loaded from YAML with environment-variable overrides.
 
 Order of precedence (later wins): packaged `defaults.yaml` < the user's YAML file
-< `PIPELINE__SECTION__KEY=value` environment variables (values parsed as YAML, so
-`PIPELINE__TUNING__N_TRIALS=50` is an int). Unknown keys and wrong types stop the
-run before any work, with a message naming the key.
+< `PIPELINE__SECTION__KEY=value` environment variables < `--set section.key=value`.
+pydantic-settings reads the environment; lists and mappings in
+a variable are YAML (`PIPELINE__FEATURES__WINDOWS='[30d, 90d]'`), an empty value is null.
+Unknown keys (in any layer) and wrong types stop the run before any work, with a
+message naming the key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from pipeline.masking import mask_url, mask_value
 
@@ -201,7 +206,12 @@ class ScoringConfig(Section):
         return bands
 
 
-class Config(Section):
+class Config(BaseSettings):
+    """The whole configuration. A pydantic-settings model so that its fields are the schema the
+    environment is read against; it is built by `load_config`, never from `Config()` directly."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_parse_none_str="")
+
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     labels: LabelConfig = LabelConfig()
@@ -264,18 +274,34 @@ def env_name(path: tuple[str, ...] | list[str]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in path)
 
 
+class _EnvironmentLayer(EnvSettingsSource):
+    """`PIPELINE__SECTION__KEY` variables of a given mapping, lists and mappings written as YAML (JSON is YAML)."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Config)
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        return yaml.safe_load(value)
+
+
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """`PIPELINE__TUNING__N_TRIALS=50` -> {"tuning": {"n_trials": 50}}."""
-    result: dict[str, Any] = {}
-    for name, raw in (os.environ if environ is None else environ).items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        node = result
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
-    return result
+    """`PIPELINE__TUNING__N_TRIALS=50` -> {"tuning": {"n_trials": "50"}}; a variable naming no section is an error
+    (pydantic-settings would pass over it, and a typo would silently change nothing)."""
+    environ = dict(os.environ if environ is None else environ)
+    sections = {name[len(ENV_PREFIX) :].split("__")[0].lower() for name in environ if name.upper().startswith(ENV_PREFIX)}
+    unknown = sorted(sections - set(Config.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"invalid configuration (env): no config section {unknown} ({', '.join(Config.model_fields)}); fix the PIPELINE__ variable's name"
+        )
+    try:
+        return _EnvironmentLayer(environ)()
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"invalid configuration (env): {exc}") from None
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:

@@ -64,3 +64,15 @@ def test_config_show_prints_each_value_with_its_source_and_masks_secrets(tmp_pat
     assert lines["tuning.n_trials"] == "7    # env"
     assert lines["data.url"] == '"mysql+pymysql://u:***@h/db"    # --set'
     assert lines["labels.horizon_days"] == "180    # default"
+
+
+def test_env_lists_and_mappings_are_yaml_or_json():
+    cfg = load_config(environ={"PIPELINE__FEATURES__WINDOWS": "[7d, 30d]", "PIPELINE__MODEL__PARAMS": '{"max_bin": 63}'})
+    assert cfg.features.windows == ["7d", "30d"] and cfg.model.params["max_bin"] == 63
+
+
+def test_env_typos_stop_the_run_naming_the_variable():
+    with pytest.raises(ConfigError, match=r"tuning\.n_trails.*remove it or fix its spelling.*PIPELINE__TUNING__N_TRAILS"):
+        load_config(environ={"PIPELINE__TUNING__N_TRAILS": "3"})
+    with pytest.raises(ConfigError, match=r"no config section \['tunning'\]"):
+        load_config(environ={"PIPELINE__TUNNING__N_TRIALS": "3"})
