@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import os
+import random
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,24 @@ from pipeline.ops.state import MLFLOW_ADMIN, Proc, StackError, StackInfo, StackS
 from pipeline.ops.supervise import console_script, log_tail, process_env, process_running, spawn, stop_process
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # health checks are local
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(width: int = 5, grpc_offset: int = 10000) -> int:
+    """A base port such that base..base+width-1 and each +grpc_offset are free (`start_seaweedfs`'s layout)."""
+    for _ in range(200):
+        base = random.randrange(20000, 65535 - grpc_offset - width)
+        if all(_port_free(p + o) for p in range(base, base + width) for o in (0, grpc_offset)):
+            return base
+    raise StackError("no free block of ports for SeaweedFS")
 
 
 def probe(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:

@@ -16,7 +16,6 @@ For the end-to-end tests: `stack` yields a StackInfo (URLs, `env`, `worker_pids`
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import socket
 import sys
@@ -28,7 +27,7 @@ from typing import NoReturn
 import pytest
 
 from pipeline.ops.provision import bootstrap_mysql, check_database, ensure_buckets, ensure_postgres_databases
-from pipeline.ops.servers import start_seaweedfs
+from pipeline.ops.servers import free_port_block, start_seaweedfs
 from pipeline.ops.stack import down, up
 from pipeline.ops.state import DEFAULT_POSTGRES_URL, StackError, StackInfo, StackSettings, client_env
 from pipeline.ops.supervise import stop_process
@@ -52,29 +51,10 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def free_port_block(width: int = 5, grpc_offset: int = 10000) -> int:
-    """A base port such that base..base+width-1 and each +grpc_offset are free (SeaweedFS layout)."""
-    for _ in range(200):
-        base = random.randrange(20000, 65535 - grpc_offset - width)
-        ports = [p + o for p in range(base, base + width) for o in (0, grpc_offset)]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free block of ports for SeaweedFS")
 
 
 @pytest.fixture
