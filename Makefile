@@ -18,17 +18,18 @@ venv: $(STAMP)
 run: $(STAMP)  ## train a model end to end on the embedded defaults
 	$(PY) -m pipeline run $(ARGS)
 
-test: $(STAMP)  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+test: $(STAMP)  ## the test suite but the long fault tests (needs PostgreSQL and MariaDB on 127.0.0.1)
+	$(PY) -m pytest -ra -m "not long" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only: no servers, no end-to-end runs (a couple of minutes)
-	$(PY) -m pytest -ra -m "not integration and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -m "not integration and not slow and not long" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff: lint rules and formatting of pyproject.toml
 	$(VENV)/bin/ruff check pipeline tests bench services
 	$(VENV)/bin/ruff format --check pipeline tests bench services
 
-e2e: $(STAMP)  ## build and run the docker compose stack, train, check, tear down
+e2e: $(STAMP)  ## the long fault tests on a private stack, then the docker compose stack: build, train, check, tear down
+	$(PY) -m pytest -ra -m long $(PYTEST_ARGS)
 	bash services/e2e.sh
 
 # getML (the benchmark's peer) pins numpy/pandas/pyarrow/rich below the project's lock: its own venv

@@ -18,7 +18,7 @@ import pytest
 from pipeline.ops.provision import check_database
 from pipeline.ops.state import StackError
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1200)]
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -34,7 +34,7 @@ def servers() -> None:
 
 def test_quick_benchmark_writes_the_report_and_its_results(tmp_path: Path, servers: None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE__")}
-    subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)], check=True, cwd=PROJECT, env=env, timeout=2300)
+    subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)], check=True, cwd=PROJECT, env=env, timeout=1100)
 
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
     assert {"machine", "quality", "reference_tuning", "topology", "scale"} <= set(results)
@@ -42,7 +42,7 @@ def test_quick_benchmark_writes_the_report_and_its_results(tmp_path: Path, serve
     assert any("published" in key and "auc" in key for key in results["quality"])
     assert any("workers" in key and "ratio" in key for key in results["topology"])
     assert set(results["quality"]["purge_sweep_auc"]) == {"180", "120", "60", "0"}
-    assert set(results["scale"]["factors"]) == {"1", "2", "4"}
+    assert list(results["scale"]["factors"]) == [str(f) for f in results["machine"]["sizes"]["scale_factors"]]
 
     report = (tmp_path / "REPORT.md").read_text()
     for section in ("## Headline", "## Quality on AdventureWorks", "## Tuning against the reference design", "## Scale simulation"):

@@ -20,7 +20,7 @@ from pipeline.ops.state import StackInfo, StackSettings
 from pipeline.ops.supervise import stop_process
 from tests.integration.test_training_on_stack import ShardWatcher, artifacts, find_study, overrides, slow_tuning, wait_final
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(1500)]
 N_TRIALS = 10
 CACHED_STEPS = ("extract", "labels", "features", "split")
 

@@ -30,7 +30,7 @@ from pipeline.ops.state import StackInfo, StackSettings
 from tests.integration.test_stack import _wait_final
 from tests.integration.test_training_on_stack import overrides
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 600  # a small training or scoring run, or the first scheduled run, on the loaded 2-core test machine
 ALERT_TIMEOUT = 60  # Prefect's automation service reacts within seconds

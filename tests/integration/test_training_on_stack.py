@@ -209,6 +209,7 @@ def _mlflow_text_artifacts(client: Any, run_id: str) -> str:
         return "".join(p.read_text(errors="replace") for p in root.rglob("*") if p.suffix in {".json", ".txt", ".yaml", ".csv", ".md"})
 
 
+@pytest.mark.long  # a fault test, minutes: `make e2e`
 def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_api: StackInfo, source_url: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
