@@ -324,6 +324,21 @@ def features_section(r: dict[str, dict[str, Any]]) -> list[str]:
         + f"; exponent **{fe['engine_growth_exponent']}**."
         + (f" Peak memory: {'; '.join(memory)}." if memory else ""),
         "",
+        *_partitions_line(fe.get("engine_partitions_8x")),
+    ]
+
+
+def _partitions_line(parts: dict[str, Any] | None) -> list[str]:
+    """Peak memory of the feature step on the 8x data, whole vs split into customer parts (features.partitions)."""
+    if not parts:
+        return []
+    whole, split = parts["1"], parts[max((k for k in parts if k.isdigit()), key=int)]
+    return [
+        f"Partitions (`features.partitions`, 8x the customers, each part in its own process): one part peaks at"
+        f" {whole['peak_mb'][0]:.0f} MB; {len(split['rows'])} parts of {min(split['rows']):,}-{max(split['rows']):,} rows"
+        f" peak at {min(split['peak_mb']):.0f}-{max(split['peak_mb']):.0f} MB each; the parts' matrix"
+        f" {'equals' if parts.get('equal') else 'differs from'} the whole one.",
+        "",
     ]
 
 
