@@ -29,7 +29,7 @@ lint: $(STAMP)  ## ruff: lint rules and formatting of pyproject.toml
 	$(VENV)/bin/ruff format --check pipeline tests bench services
 
 e2e: $(STAMP)  ## the long fault tests on a private stack, then the docker compose stack: build, train, check, tear down
-	$(PY) -m pytest -ra -m long $(PYTEST_ARGS)
+	$(PY) -m pytest -raP -m long $(PYTEST_ARGS)  # -rP: what each fault test measured (its prints)
 	bash services/e2e.sh
 
 # getML (the benchmark's peer) pins numpy/pandas/pyarrow/rich below the project's lock: its own venv
