@@ -76,3 +76,13 @@ def test_env_typos_stop_the_run_naming_the_variable():
         load_config(environ={"PIPELINE__TUNING__N_TRAILS": "3"})
     with pytest.raises(ConfigError, match=r"no config section \['tunning'\]"):
         load_config(environ={"PIPELINE__TUNNING__N_TRIALS": "3"})
+
+
+def test_config_show_into_a_closed_pipe_prints_no_traceback():
+    import subprocess
+    import sys
+
+    # `true` has exited long before the interpreter starts writing: every write meets a closed pipe
+    shell = f"{sys.executable} -m pipeline config show | true"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
