@@ -262,11 +262,16 @@ def _caused_by_storage(exc: BaseException | None) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    cause = exc
-    while not isinstance(cause, STORAGE_ERRORS) and (cause.__cause__ or cause.__context__) is not None:
-        cause = cause.__cause__ or cause.__context__
-    text = str(getattr(cause, "orig", cause)).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}"
+    """The database's own error under a storage failure: Optuna's StorageInternalError text blames
+    "invalid data ... exceeding max length" even when the connection was lost."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    storage = [e for e in chain if isinstance(e, STORAGE_ERRORS)] or chain
+    cause = next((e for e in storage if not isinstance(e, optuna.exceptions.StorageInternalError)), storage[0])
+    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    return f"{type(getattr(cause, 'orig', None) or cause).__name__}: {text[0] if text else ''}"
 
 
 def _storage_call(study: optuna.Study, call: Callable[[], Any], shard: str, outage_s: float) -> Any:

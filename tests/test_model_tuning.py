@@ -1,6 +1,7 @@
 """LightGBM model interface and Optuna tuning: reproducible with a seed, resumable, sharded."""
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -125,3 +126,20 @@ def test_failed_trials_are_counted_but_not_finished():
     study.tell(study.ask(), 0.7)
     assert trial_counts(study.get_trials()) == {"finished_trials": 1, "complete_trials": 1, "pruned_trials": 0, "failed_trials": 1}
     assert trial_counts([]) == {"finished_trials": 0, "complete_trials": 0, "pruned_trials": 0, "failed_trials": 0}
+
+
+def test_a_lost_database_connection_is_reported_as_such_not_as_optuna_s_data_length_guess():
+    import sqlalchemy.exc
+
+    from pipeline.tuning import _reason
+
+    try:
+        try:
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except ConnectionRefusedError as refused:
+                raise sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, refused) from refused
+        except sqlalchemy.exc.OperationalError as lost:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. ... exceeding max length.") from lost
+    except optuna.exceptions.StorageInternalError as exc:
+        assert _reason(exc) == "ConnectionRefusedError: [Errno 111] Connection refused"
