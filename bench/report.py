@@ -358,7 +358,12 @@ def scale_section(r: dict[str, dict[str, Any]], out: Path) -> list[str]:
         "",
         "Customers replicated under shifted ids ("
         + ", ".join(f"{f}x: {p['orders']:,} orders, {p['order_lines']:,} lines" for f, p in factors.items())
-        + f"); every step in a fresh process (peak resident memory includes about 0.3 GB of imports); {s['n_trials']} tuning trials.",
+        + f"); every step in a fresh process (peak resident memory includes about 0.3 GB of imports); {s['n_trials']} tuning trials."
+        + (
+            f" Measured on its own run, {m['date_utc']}, commit `{m['commit']}`, load average {m['load_average_at_start']}."
+            if (m := s.get("measured"))
+            else ""
+        ),
         "",
         *_table(header, rows),
         "![scaling](scale.png)",
@@ -366,9 +371,10 @@ def scale_section(r: dict[str, dict[str, Any]], out: Path) -> list[str]:
         f"At the largest size the slowest step is **{STEP_NAMES[s['slowest_step_at_largest']]}** and the largest peak memory is in",
         f"**{STEP_NAMES[s['hungriest_step_at_largest']]}**. What the design does about the next order of magnitude: tuning shards are",
         "Prefect deployment runs on any number of workers sharing one Optuna study (more workers, same code); the feature step",
-        "depends only on each customer's own history (plus small shared parents), so it can be partitioned by customer key and its",
-        "memory bounded by a part's history; the final fit and SHAP run once, on one machine, and SHAP can be computed on a sample",
-        "of the test rows when they grow.",
+        "depends only on each customer's own history (plus small shared parents), so it is split by customer-key hash",
+        "(`features.partitions`, feature-part runs on the workers) and its memory bounded by a part's history (see the feature",
+        "engine section); the final fit and SHAP run once, on one machine, and SHAP can be computed on a sample of the test rows",
+        "when they grow.",
         "",
     ]
 
