@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,19 +25,13 @@ import time
 from pathlib import Path
 
 from pipeline.data.synthetic import write_synthetic
-from pipeline.ops.servers import free_port_block, start_seaweedfs
+from pipeline.ops.servers import free_port, free_port_block, start_seaweedfs
 from pipeline.ops.supervise import stop_process
 from pipeline.spec import PACKAGED
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).with_name("results") / "bad_inputs.json"
 BOUND_SECONDS = 15
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spec_copy(folder: Path, spec_edit=None, sql_edit=None, drop_sql: str | None = None) -> str:

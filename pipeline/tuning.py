@@ -250,28 +250,30 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 STORAGE_ERRORS = _storage_errors()
 
 
+def _exception_chain(exc: BaseException | None, limit: int = 10) -> list[BaseException]:
+    """`exc` and what it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < limit:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def _caused_by_storage(exc: BaseException | None) -> bool:
     """A storage error, or any error raised while handling one (Optuna 5 can mask a failed `tell`
     behind an UnboundLocalError of its own)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, STORAGE_ERRORS):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    return any(isinstance(e, STORAGE_ERRORS) for e in _exception_chain(exc))
 
 
 def _reason(exc: BaseException) -> str:
     """The database's own error under a storage failure: Optuna's StorageInternalError text blames
     "invalid data ... exceeding max length" even when the connection was lost."""
-    chain: list[BaseException] = []
-    while exc is not None and len(chain) < 10:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    chain = _exception_chain(exc)
     storage = [e for e in chain if isinstance(e, STORAGE_ERRORS)] or chain
     cause = next((e for e in storage if not isinstance(e, optuna.exceptions.StorageInternalError)), storage[0])
-    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-    return f"{type(getattr(cause, 'orig', None) or cause).__name__}: {text[0] if text else ''}"
+    error = getattr(cause, "orig", None) or cause  # SQLAlchemy wraps the driver's error
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def _storage_call(study: optuna.Study, call: Callable[[], Any], shard: str, outage_s: float) -> Any:

@@ -32,6 +32,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def free_port_block(width: int = 5, grpc_offset: int = 10000) -> int:
     """A base port such that base..base+width-1 and each +grpc_offset are free (`start_seaweedfs`'s layout)."""
     for _ in range(200):

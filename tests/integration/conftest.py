@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import NoReturn
 import pytest
 
 from pipeline.ops.provision import bootstrap_mysql, check_database, ensure_buckets, ensure_postgres_databases
-from pipeline.ops.servers import free_port_block, start_seaweedfs
+from pipeline.ops.servers import free_port, free_port_block, start_seaweedfs
 from pipeline.ops.stack import down, up
 from pipeline.ops.state import DEFAULT_POSTGRES_URL, StackError, StackInfo, StackSettings, client_env
 from pipeline.ops.supervise import stop_process
@@ -49,12 +48,6 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
