@@ -263,7 +263,7 @@ def tuning_shard(
     X_train, y_train = load_part(art, "train")
     X_valid, y_valid = load_part(art, "valid")
     data = TrainData.build(X_train, y_train, X_valid, y_valid)
-    objective = tuning.make_objective(data, base_model(cfg), cfg.tuning.search_space)
+    objective = tuning.make_objective(data, base_model(cfg), cfg.tuning.search_space, cfg.tuning.pruner_warmup_steps)
     name = f"shard-{shard_index}"
     with _shard_tracking(cfg, tracking_parent, name) as on_trial:
         done = tuning.run_shard(
@@ -274,7 +274,7 @@ def tuning_shard(
 
 @contextmanager
 def _shard_tracking(cfg: Config, parent_run_id: str | None, name: str):
-    """A nested MLflow run per shard (when a parent run is given), one metric step per trial."""
+    """A nested MLflow run per shard (when a parent run is given), one metric step per trial, sent in batches."""
     if parent_run_id is None:
         yield lambda study, trial: None
         return
@@ -283,14 +283,15 @@ def _shard_tracking(cfg: Config, parent_run_id: str | None, name: str):
     from pipeline import tracking
 
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    with mlflow.start_run(run_name=f"tuning-{name}", nested=True, parent_run_id=parent_run_id):
+    with mlflow.start_run(run_name=f"tuning-{name}", nested=True, parent_run_id=parent_run_id) as run:
         mlflow.set_tags({"host": os.uname().nodename, "pid": str(os.getpid()), "shard": name})
+        with tracking.batched_metrics(run.info.run_id) as log_metric:
 
-        def on_trial(study, trial) -> None:
-            if trial.value is not None:
-                mlflow.log_metric(f"trial_{cfg.tuning.metric}", trial.value, step=trial.number)
+            def on_trial(study, trial) -> None:
+                if trial.value is not None:
+                    log_metric(f"trial_{cfg.tuning.metric}", trial.value, trial.number)
 
-        yield on_trial
+            yield on_trial
 
 
 # --- 7. final fit, evaluation, explanation -------------------------------------------------------

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +31,7 @@ import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -205,6 +208,36 @@ def run_calibrator(version: ModelVersion) -> Calibrator:
         )
         return Calibrator()
     return Calibrator.from_dict(json.loads(Path(path).read_text()))
+
+
+@contextmanager
+def batched_metrics(run_id: str, flush_every_s: float = 10.0) -> Iterator[Callable[[str, float, int], None]]:
+    """`log(key, value, step)` for `run_id`, sent as one request every `flush_every_s` seconds and at
+    the end: through a tracking server each request is a round trip and a login check, and one per
+    tuning trial took as long as the trial itself."""
+    client = MlflowClient()
+    pending: list[Metric] = []
+    flushed = time.monotonic()
+
+    def flush() -> None:
+        nonlocal flushed
+        if pending:
+            client.log_batch(run_id, metrics=list(pending))
+            pending.clear()
+        flushed = time.monotonic()
+
+    def log_metric(key: str, value: float, step: int) -> None:
+        pending.append(Metric(key, value, int(time.time() * 1000), step))
+        if time.monotonic() - flushed >= flush_every_s:
+            flush()
+
+    try:
+        yield log_metric
+    finally:
+        try:
+            flush()
+        except MlflowException as exc:  # never hide the error that ended the block
+            log.warning("could not log the last %d metric(s) of run %s: %s", len(pending), run_id, exc)
 
 
 def log_artifacts_dir(path: str | Path, artifact_path: str | None = None) -> None:

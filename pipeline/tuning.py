@@ -96,12 +96,15 @@ def suggest(trial: Trial, space: list[SearchParam]) -> dict[str, Any]:
     return params
 
 
-def pruning_callback(trial: Trial) -> Callable[[lgb.callback.CallbackEnv], None]:
-    """Report the validation metric every REPORT_EVERY iterations; stop hopeless trials."""
+def pruning_callback(trial: Trial, warmup_steps: int = 0) -> Callable[[lgb.callback.CallbackEnv], None]:
+    """Report the validation metric every REPORT_EVERY iterations from `warmup_steps` on; stop hopeless trials.
+
+    Each report and prune check is a storage round trip; before the pruner's warm-up it could
+    never prune and no later trial compares against those steps, so they are not reported."""
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         step = env.iteration + 1
-        if step % REPORT_EVERY or not env.evaluation_result_list:
+        if step % REPORT_EVERY or step < warmup_steps or not env.evaluation_result_list:
             return
         trial.report(float(env.evaluation_result_list[0][2]), step)
         if trial.should_prune():
@@ -110,7 +113,9 @@ def pruning_callback(trial: Trial) -> Callable[[lgb.callback.CallbackEnv], None]
     return callback
 
 
-def make_objective(data: TrainData, base: LightGBMModel, space: list[SearchParam]) -> Callable[[Trial], float]:
+def make_objective(
+    data: TrainData, base: LightGBMModel, space: list[SearchParam], warmup_steps: int = 0
+) -> Callable[[Trial], float]:
     """Objective on the shared Dataset: fit with the trial's params, score on the validation part."""
 
     def objective(trial: Trial) -> float:
@@ -123,7 +128,7 @@ def make_objective(data: TrainData, base: LightGBMModel, space: list[SearchParam
             metric=base.metric,
             num_threads=base.num_threads,
         )
-        model.fit_data(data, callbacks=[pruning_callback(trial)])
+        model.fit_data(data, callbacks=[pruning_callback(trial, warmup_steps)])
         trial.set_user_attr("best_iteration", model.best_iteration)
         return score(base.metric, data.y_valid, model.predict_proba(data.X_valid))
 
@@ -147,20 +152,37 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     }
 
 
-def _best(study: optuna.Study) -> str:
-    try:
-        return f"{study.best_value:.4f}"
-    except ValueError:  # no complete trial yet
+def _best(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    """The best value among `trials` (already read: `study.best_value` would be another storage query)."""
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not values:
         return "-"
+    return f"{(max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(values):.4f}"
 
 
-def progress_logger(target: int, shard: str, level: int = logging.INFO) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """One log line per finished trial: its value and time, the best so far and the study's progress."""
+Show = Callable[[FrozenTrial, dict[str, int], str], None]
+
+
+def stop_at_target(target: int, show: Show) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """After each finished trial: read the study once (on MySQL a read costs about 10 ms of the
+    trial), show the progress from it and stop this shard when all shards together reached `target`."""
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        counts = trial_counts(trials)
+        show(trial, counts, _best(study, trials))
+        if counts["finished_trials"] >= target:
+            study.stop()
+
+    return callback
+
+
+def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
+    """One log line per finished trial: its value and time, the best so far and the study's progress."""
+
+    def show(trial: FrozenTrial, counts: dict[str, int], best: str) -> None:
         took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0.0
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-        counts = trial_counts(study.get_trials(deepcopy=False))
         log.log(
             level,
             "[%s] trial %d %s in %.1fs (best %s, %d/%d finished: %d complete, %d pruned)",
@@ -168,36 +190,36 @@ def progress_logger(target: int, shard: str, level: int = logging.INFO) -> Calla
             trial.number,
             value,
             took,
-            _best(study),
+            best,
             counts["finished_trials"],
             target,
             counts["complete_trials"],
             counts["pruned_trials"],
         )
 
-    return callback
+    return show
 
 
 @contextmanager
 def trial_progress(target: int, shard: str) -> Iterator[Callable[[optuna.Study, FrozenTrial], None]]:
-    """How a shard reports its trials: on a terminal one progress bar (trials done/target, best
-    value, ETA) drawn by shard-0 and counting every shard's trials, the per-trial lines going to
-    debug; elsewhere (Prefect UI, CI, a pipe) the per-trial log lines."""
+    """The shard's per-trial callback: stops at the target and reports, on a terminal as one progress
+    bar (trials done/target, best value, ETA) drawn by shard-0 and counting every shard's trials, the
+    per-trial lines going to debug; elsewhere (Prefect UI, CI, a pipe) as per-trial log lines."""
     if not interactive():
-        yield progress_logger(target, shard)
+        yield stop_at_target(target, progress_line(target, shard))
         return
     if shard != "shard-0":  # other local shard processes share shard-0's terminal and bar
-        yield progress_logger(target, shard, logging.DEBUG)
+        yield stop_at_target(target, progress_line(target, shard, logging.DEBUG))
         return
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def advance(study: optuna.Study, trial: FrozenTrial) -> None:
-        bar.update(finished_trials(study) - bar.n)
-        bar.set_postfix_str(f"best {_best(study)}")
+    def advance(trial: FrozenTrial, counts: dict[str, int], best: str) -> None:
+        bar.update(counts["finished_trials"] - bar.n)
+        bar.set_postfix_str(f"best {best}")
 
     with tqdm(total=target, desc="tuning", unit="trial") as bar, logging_redirect_tqdm():
-        yield advance
+        yield stop_at_target(target, advance)
 
 
 def run_shard(
@@ -221,7 +243,7 @@ def run_shard(
     before = {t.number for t in _storage_call(study, lambda: study.get_trials(deepcopy=False, states=FINISHED), shard, storage_outage_s)}
     started = time.perf_counter()
     with trial_progress(target_trials, shard) as report:
-        callbacks = [optuna.study.MaxTrialsCallback(target_trials, states=FINISHED), report, *(extra_callbacks or [])]
+        callbacks = [report, *(extra_callbacks or [])]
         while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
             left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
             if left is not None and left <= 0:

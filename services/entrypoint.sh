@@ -63,10 +63,11 @@ case "$role" in
         : "${MLFLOW_ARTIFACTS_DESTINATION:?MLFLOW_ARTIFACTS_DESTINATION must be an s3:// URI}"
         : "${MLFLOW_AUTH_ADMIN_PASSWORD:?MLFLOW_AUTH_ADMIN_PASSWORD must be set (basic auth admin)}"
         # basic auth: users in a SQLite file of this container, made anew with the container, so a
-        # changed MLFLOW_AUTH_ADMIN_PASSWORD applies on `docker compose up -d`; every user may read
+        # changed MLFLOW_AUTH_ADMIN_PASSWORD applies on `docker compose up -d`; every user may read.
+        # A verified login is cached MLFLOW_AUTH_CACHE_SECONDS: each check is a scrypt hash (~0.1 s CPU)
         export MLFLOW_AUTH_CONFIG_PATH=/tmp/mlflow-auth.ini
-        printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:////tmp/mlflow-auth.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
-            > "$MLFLOW_AUTH_CONFIG_PATH"
+        printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:////tmp/mlflow-auth.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = %s\n' \
+            "${MLFLOW_AUTH_CACHE_SECONDS:-60}" > "$MLFLOW_AUTH_CONFIG_PATH"
         # the backend store URI (with its password) is read from MLFLOW_BACKEND_STORE_URI, not argv.
         # uvicorn kills a worker process that misses a 5 s health ping: on busy CPUs a new worker is
         # still importing MLflow by then, so workers died in a loop and requests were cut off.

@@ -75,8 +75,8 @@ def test_study_survives_restarts_and_counts_total_trials(tmp_path, kind):
     assert len(resumed.get_trials(states=FINISHED)) == 7
 
 
-def test_hopeless_trials_are_pruned():
-    cfg = load_config(overrides={"tuning": {"n_startup_trials": 2, "pruner_warmup_steps": 10}}, environ={})
+def test_hopeless_trials_are_pruned_and_nothing_is_reported_before_the_warmup():
+    cfg = load_config(overrides={"tuning": {"n_startup_trials": 2, "pruner_warmup_steps": 20}}, environ={})
     study = create_study(cfg.tuning, "p", create_storage("memory"))
     X, y, Xv, yv = data()
     train_data = TrainData.build(X, y, Xv, yv)
@@ -111,8 +111,11 @@ def test_hopeless_trials_are_pruned():
             "lambda_l2": 10.0,
         }
     )
-    run_shard(study, make_objective(train_data, good, cfg.tuning.search_space), 3)
+    run_shard(study, make_objective(train_data, good, cfg.tuning.search_space, cfg.tuning.pruner_warmup_steps), 3)
     assert study.trials[2].state.name == "PRUNED"
+    # each report is a storage round trip: none before the pruner could act on it (step 20), then every 10
+    steps = [sorted(t.intermediate_values) for t in study.trials]
+    assert all(s and s[0] == 20 and all(b - a == 10 for a, b in zip(s, s[1:])) for s in steps), steps
     # the pruned trial counts towards n_trials=3, and is reported apart from the complete ones
     assert len(study.trials) == 3
     assert trial_counts(study.get_trials()) == {"finished_trials": 3, "complete_trials": 2, "pruned_trials": 1, "failed_trials": 0}

@@ -87,6 +87,21 @@ def test_setup_creates_store_and_reuses_experiment(store):
     assert run.info.experiment_id == first
 
 
+def test_batched_metrics_arrive_in_few_requests_and_all_at_the_end(store, monkeypatch):
+    uri, artifacts = store
+    setup(uri, "exp-batched", artifact_location=artifacts)
+    batches = []
+    real_log_batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kw: batches.append(len(kw["metrics"])) or real_log_batch(self, run_id, **kw))
+    with mlflow.start_run() as run, tracking.batched_metrics(run.info.run_id, flush_every_s=3600) as log_metric:
+        for step in range(25):
+            log_metric("trial_roc_auc", 0.5 + step / 100, step)
+        assert MlflowClient().get_metric_history(run.info.run_id, "trial_roc_auc") == []  # not sent yet
+    history = MlflowClient().get_metric_history(run.info.run_id, "trial_roc_auc")
+    assert [m.step for m in history] == list(range(25)) and history[-1].value == pytest.approx(0.74)
+    assert batches == [25]
+
+
 def test_logged_params_are_redacted(store):
     setup(store[0], "exp-params", artifact_location=store[1])
     with mlflow.start_run() as run:

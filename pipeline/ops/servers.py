@@ -144,12 +144,14 @@ def start_prefect_server(settings: StackSettings, info: StackInfo) -> Proc:
     return spawn(cmd, env, info.state_dir / "logs" / "prefect-server.log", "server start", info.state_dir, f"{info.prefect_api_url}/health")
 
 
-def _mlflow_auth_config(info: StackInfo) -> Path:
+def _mlflow_auth_config(settings: StackSettings, info: StackInfo) -> Path:
     """MLflow's basic-auth settings: users in a SQLite file of the state dir, READ for every user
     by default; the admin password comes from the environment, not from this file.
 
     The user store is made anew at each server start (its users are `admin` and `viewer`, both
     from secrets.json), so a rotated password applies at the next `up`, as in the compose stack.
+    A verified login is cached for `settings.mlflow_auth_cache_seconds` (0: off): each check is a scrypt hash
+    (about 0.1 s of CPU), paid per request without it, which made MLflow the training's bottleneck.
     """
     (info.state_dir / "mlflow-auth.db").unlink(missing_ok=True)
     path = info.state_dir / "mlflow-auth.ini"
@@ -159,6 +161,7 @@ def _mlflow_auth_config(info: StackInfo) -> Path:
         f"database_uri = sqlite:///{info.state_dir / 'mlflow-auth.db'}\n"
         f"admin_username = {MLFLOW_ADMIN}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {settings.mlflow_auth_cache_seconds}\n"
     )
     return path
 
@@ -168,7 +171,7 @@ def start_mlflow(settings: StackSettings, info: StackInfo) -> Proc:
     env = process_env(
         {
             "MLFLOW_BACKEND_STORE_URI": role_url(settings.postgres_url, "postgresql+psycopg2", settings.mlflow_db, s.mlflow_db_password),
-            "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth_config(info)),
+            "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth_config(settings, info)),
             "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_admin_password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_flask_secret,
             "MLFLOW_S3_ENDPOINT_URL": info.s3_endpoint,

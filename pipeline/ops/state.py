@@ -74,6 +74,7 @@ class StackSettings:
     alert_webhook_url: str | None = field(default_factory=_default_alert_webhook, repr=False)  # None: no alert automations
     worker_query_seconds: int = 1
     mlflow_workers: int = 1
+    mlflow_auth_cache_seconds: int = 60  # how long a verified MLflow login is trusted without a new hash check
     timeout: float = 120.0  # per wait
 
 

@@ -167,6 +167,9 @@ def test_training_deployment_runs_on_trainer_and_two_shard_workers(
     parent = client.get_run(summary["mlflow_run_id"])
     nested = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(nested) == 2 and all(r.info.status == "FINISHED" for r in nested), [(r.info.run_name, r.info.status) for r in nested]
+    # each shard's trial values reach its run (sent in batches): one step per trial, all shards together every trial
+    steps_logged = [m.step for r in nested for m in client.get_metric_history(r.info.run_id, "trial_roc_auc")]
+    assert sorted(steps_logged) == sorted(t.number for t in finished), (steps_logged, [t.number for t in finished])
     assert len(logs) > 20, "the runs' logs did not reach the Prefect API"
     texts = {
         "prefect flow run parameters": json.dumps([r.parameters for r in flow_runs], default=str),
