@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results/, REPORT.md and the plots go")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     args = parser.parse_args()
+    # `kill` (SIGTERM) unwinds like Ctrl-C: the private stack is stopped and its databases dropped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     warnings.filterwarnings("ignore")  # library warnings (pandas fragmentation, LightGBM) of thousands of fits drown the progress
     for noisy in ("optuna", "pipeline", "httpx", "prefect", "mlflow", "alembic", "featuretools", "woodwork"):

@@ -6,8 +6,12 @@ MLflow server, Optuna on MariaDB; own databases, state dir and free ports) runs 
 deployment twice on the same source and overrides:
 
 - 1 shard (`tuning.n_shards=1`, LightGBM on every core): end-to-end wall time from
-  `run_deployment` to the flow run's final state, and the tuning throughput of its study;
-- 2 shards (`n_shards=2`, one LightGBM thread each): the tuning throughput of its study.
+  `run_deployment` to the flow run's final state (the orchestration overhead), and its throughput;
+- 1 shard with one LightGBM thread: one tuning worker as the compose stack deploys it (1 CPU each);
+- 2 shards (`n_shards=2`, one LightGBM thread each): two such workers.
+
+The workers ratio is 2 workers / 1 worker (1 CPU each, as deployed); 2 shards / 1 shard on every
+core says whether sharding beats LightGBM's own threads on the same 2 cores.
 
 Throughput is finished (complete + pruned) trials per minute of the study, from the first trial's
 start to the last one's end (`bench.tuning_throughput.study_throughput`); the time to reach a fixed
@@ -229,38 +233,44 @@ def storage_overhead(storage_url: str, n: int = 40) -> float:
 
 
 def run(work_dir: Path, url: str, n_trials: int) -> dict[str, Any]:
-    """Direct run, then 1-shard and 2-shard runs on a private stack; ratios of wall time and of throughput."""
+    """Direct run, then three runs on a private stack (1 shard on all cores, 1 worker, 2 workers); ratios of wall time and throughput."""
     threads = os.cpu_count() or 1
     common = {"tuning": {"n_trials": n_trials}, "data": {"generate_if_missing": False}}
-    one = deep_merge(common, {"tuning": {"n_shards": 1}, "model": {"num_threads": threads}})
+    all_cores = deep_merge(common, {"tuning": {"n_shards": 1}, "model": {"num_threads": threads}})
+    one = deep_merge(common, {"tuning": {"n_shards": 1}, "model": {"num_threads": 1}})
     two = deep_merge(common, {"tuning": {"n_shards": 2}, "model": {"num_threads": max(1, threads // 2)}})
-    direct = direct_run(work_dir / "direct", url, one)
+    direct = direct_run(work_dir / "direct", url, all_cores)
     log.info("direct run: %.1f s", direct["wall_seconds"])
     stack_started = time.perf_counter()
     with private_stack(work_dir, url) as info, client_of(info) as env:
         stack_up_s = time.perf_counter() - stack_started
-        single = stack_measurement(env, one)
-        log.info("stack run, 1 shard: %.1f s", single["wall_seconds"])
-        double = stack_measurement(env, two)
-        log.info("stack run, 2 shards: %.1f s", double["wall_seconds"])
+        runs = {}
+        for key, overrides in (("1_shard_all_cores", all_cores), ("1", one), ("2", two)):
+            runs[key] = stack_measurement(env, overrides)
+            log.info("stack run %s: %.1f s", key, runs[key]["wall_seconds"])
         overhead = {
             "mysql": storage_overhead(env["PIPELINE__TUNING__STORAGE"]),
             "journal_file": storage_overhead(f"journal://{work_dir}/j.log"),
         }
-    throughput = {"1": study_throughput(single["trials"]), "2": study_throughput(double["trials"])}
-    target = min(max(t.value for t in m["trials"] if t.value is not None) for m in (single, double))
-    reach = {"1": seconds_to_reach(single["trials"], target), "2": seconds_to_reach(double["trials"], target)}
+    throughput = {key: study_throughput(m["trials"]) for key, m in runs.items()}
+    target = min(max(t.value for t in m["trials"] if t.value is not None) for m in runs.values())
     return {
         "n_trials": n_trials,
         "stack_up_seconds": round(stack_up_s, 1),
         "direct": direct,
-        "stack_one_shard": {k: v for k, v in single.items() if k != "trials"},
-        "stack_two_shards": {k: v for k, v in double.items() if k != "trials"},
-        "orchestration_overhead_ratio": round(single["wall_seconds"] / direct["wall_seconds"], 3),
+        "stack_one_shard": _without_trials(runs["1_shard_all_cores"]),
+        "stack_one_worker": _without_trials(runs["1"]),
+        "stack_two_shards": _without_trials(runs["2"]),
+        "orchestration_overhead_ratio": round(runs["1_shard_all_cores"]["wall_seconds"] / direct["wall_seconds"], 3),
         "tuning_throughput": throughput,
         "workers_throughput_ratio": round(throughput["2"]["per_minute"] / throughput["1"]["per_minute"], 2),
+        "shards_over_threads_throughput_ratio": round(throughput["2"]["per_minute"] / throughput["1_shard_all_cores"]["per_minute"], 2),
         "fixed_validation_auc": target,
-        "seconds_to_fixed_validation_auc": reach,
-        "shard_seconds_per_trial": {w: shard_seconds_per_trial(throughput[w], int(w)) for w in throughput},
+        "seconds_to_fixed_validation_auc": {key: seconds_to_reach(m["trials"], target) for key, m in runs.items()},
+        "shard_seconds_per_trial": {key: shard_seconds_per_trial(throughput[key], 2 if key == "2" else 1) for key in throughput},
         "optuna_seconds_per_trial": overhead,
     }
+
+
+def _without_trials(measurement: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in measurement.items() if k != "trials"}

@@ -115,7 +115,7 @@ def test_hopeless_trials_are_pruned_and_nothing_is_reported_before_the_warmup():
     assert study.trials[2].state.name == "PRUNED"
     # each report is a storage round trip: none before the pruner could act on it (step 20), then every 10
     steps = [sorted(t.intermediate_values) for t in study.trials]
-    assert all(s and s[0] == 20 and all(b - a == 10 for a, b in zip(s, s[1:])) for s in steps), steps
+    assert all(s and s[0] == 20 and all(b - a == 10 for a, b in zip(s, s[1:], strict=False)) for s in steps), steps
     # the pruned trial counts towards n_trials=3, and is reported apart from the complete ones
     assert len(study.trials) == 3
     assert trial_counts(study.get_trials()) == {"finished_trials": 3, "complete_trials": 2, "pruned_trials": 1, "failed_trials": 0}

@@ -92,7 +92,9 @@ def test_batched_metrics_arrive_in_few_requests_and_all_at_the_end(store, monkey
     setup(uri, "exp-batched", artifact_location=artifacts)
     batches = []
     real_log_batch = MlflowClient.log_batch
-    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kw: batches.append(len(kw["metrics"])) or real_log_batch(self, run_id, **kw))
+    monkeypatch.setattr(
+        MlflowClient, "log_batch", lambda self, run_id, **kw: batches.append(len(kw["metrics"])) or real_log_batch(self, run_id, **kw)
+    )
     with mlflow.start_run() as run, tracking.batched_metrics(run.info.run_id, flush_every_s=3600) as log_metric:
         for step in range(25):
             log_metric("trial_roc_auc", 0.5 + step / 100, step)
