@@ -29,6 +29,7 @@ import featuretools as ft
 import numpy as np
 import pandas as pd
 
+from bench import harness
 from pipeline import feature_partitions
 from pipeline.data.extract import extract_tables
 from pipeline.data.load_csv import SPEC_TABLES, load_csv_folder
@@ -175,6 +176,8 @@ def main() -> None:
     pd.testing.assert_frame_equal(parts[4].pop("matrix"), parts[1].pop("matrix"), check_exact=True)
     report["engine_partitions_8x"] = {str(n): p for n, p in parts.items()} | {"equal": True}
     print("partitions", report["engine_partitions_8x"], flush=True)
+    machine = harness.machine()
+    report["measured"] = {k: machine[k] for k in ("date_utc", "commit", "load_average_at_start")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -35,6 +35,10 @@ SIZES = {  # full (real data, `make bench`) and quick (synthetic, `make bench QU
 
 
 def save(out: Path, name: str, data: dict[str, Any]) -> None:
+    """The part's JSON, stamped with when and at which commit it was measured, then the report regenerated."""
+    if name != "machine":
+        machine = harness.machine()
+        data = {**data, "measured": {k: machine[k] for k in ("date_utc", "commit", "load_average_at_start")}}
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     report.write(out)
