@@ -239,7 +239,8 @@ def tuning_section(r: dict[str, dict[str, Any]]) -> list[str]:
             "A private local stack (Prefect server and workers, SeaweedFS S3, MLflow server, Optuna on MariaDB) ran the",
             f"`training` deployment with {top['n_trials']} trials three times: 1 tuning shard with LightGBM on both cores; 1 shard",
             "with 1 thread (one tuning worker as the compose stack deploys it, `WORKER_CPUS=1`); 2 shards on 2 workers (1 thread",
-            "each). Throughput counts finished (complete + pruned) trials of each study over its busy time (MySQL keeps whole seconds).",
+            "each). Throughput counts finished (complete + pruned) trials of each study over its busy time, first trial's start to",
+            "last trial's end (MySQL keeps whole seconds: each busy time is +-1 s).",
             "",
             *_table(
                 [
@@ -383,7 +384,7 @@ def scale_section(r: dict[str, dict[str, Any]], out: Path) -> list[str]:
         + ", ".join(f"{f}x: {p['orders']:,} orders, {p['order_lines']:,} lines" for f, p in factors.items())
         + f"); every step in a fresh process (peak resident memory includes about 0.3 GB of imports); {s['n_trials']} tuning trials."
         + (
-            f" Measured on its own run, {m['date_utc']}, commit `{m['commit']}`, load average {m['load_average_at_start']}."
+            f" Measured {m['date_utc']}, commit `{m['commit']}`, load average {m['load_average_at_start']}."
             if (m := s.get("measured"))
             else ""
         ),

@@ -29,7 +29,7 @@ log = logging.getLogger("bench")
 BENCH_DIR = Path(__file__).resolve().parent
 PARTS = ("quality", "peer", "topology", "reference_tuning", "scale", "feature_engine")
 SIZES = {  # full (real data, `make bench`) and quick (synthetic, `make bench QUICK=1`)
-    False: {"quality_trials": 30, "reference_trials": 100, "topology_trials": 200, "scale_factors": (1, 4, 16), "scale_trials": 5},
+    False: {"quality_trials": 30, "reference_trials": 100, "topology_trials": 400, "scale_factors": (1, 4, 16), "scale_trials": 5},
     True: {"quality_trials": 3, "reference_trials": 4, "topology_trials": 8, "scale_factors": (1, 2), "scale_trials": 2},
 }
 
