@@ -220,7 +220,9 @@ def test_killing_a_shard_worker_mid_trial_the_survivor_finishes_the_study(stack_
 
     stack = stack_api
     name = f"churn-stack-kill-{time.time_ns()}"
-    over = overrides(name, slow_tuning(12), {"num_boost_round": 1000, "early_stopping_rounds": 1000})
+    # trials of about a second: the survivor must still be running trials when the killed one's heartbeat goes
+    # stale (2 x heartbeat_interval = 4 s after the kill), to take its retry
+    over = overrides(name, slow_tuning(12), {"num_boost_round": 4000, "early_stopping_rounds": 4000})
     started = time.monotonic()
     flow_run_id = trigger(over)
     run_id = str(flow_run_id)
