@@ -247,25 +247,56 @@ def run_shard(
     """
     before = {t.number for t in _storage_call(study, lambda: study.get_trials(deepcopy=False, states=FINISHED), shard, storage_outage_s)}
     started = time.perf_counter()
-    with trial_progress(target_trials, shard) as report:
-        callbacks = [report, *(extra_callbacks or [])]
-        while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
-            left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
-            if left is not None and left <= 0:
-                break
-            try:
-                study.optimize(objective, timeout=left, callbacks=callbacks, catch=(), gc_after_trial=False)
-            except Exception as exc:
-                if not _caused_by_storage(exc):
-                    raise
-                log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
-                continue
-            break
+    try:
+        _optimize_until(study, objective, target_trials, timeout_s, shard, [*(extra_callbacks or [])], storage_outage_s)
+    except BaseException as exc:
+        if not any(isinstance(e, KeyboardInterrupt) for e in _exception_chain(exc)):
+            raise
+        _fail_interrupted_trials(study, shard)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from exc  # Optuna's own error while it was being interrupted: still a Ctrl-C
     mine = [
         t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()
     ]
     log.info("[%s] finished %d trials in %.1fs", shard, len(mine), time.perf_counter() - started)
     return len(mine)
+
+
+def _optimize_until(
+    study: optuna.Study,
+    objective: Callable[[Trial], float],
+    target_trials: int,
+    timeout_s: float | None,
+    shard: str,
+    extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+    storage_outage_s: float,
+) -> None:
+    """`study.optimize` until the target, the timeout, or an error other than a storage outage."""
+    started = time.perf_counter()
+    with trial_progress(target_trials, shard) as report:
+        while _storage_call(study, lambda: finished_trials(study), shard, storage_outage_s) < target_trials:
+            left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
+            if left is not None and left <= 0:
+                return
+            try:
+                study.optimize(objective, timeout=left, callbacks=[report, *extra_callbacks], catch=(), gc_after_trial=False)
+            except Exception as exc:
+                if not _caused_by_storage(exc):
+                    raise
+                log.warning("[%s] the Optuna storage failed mid-trial (%s): waiting for it", shard, _reason(exc))
+                continue
+            return
+
+
+def _fail_interrupted_trials(study: optuna.Study, shard: str) -> None:
+    """Ctrl-C inside a trial lets Optuna fail it, but one landing while Optuna creates or tells a trial
+    leaves it RUNNING for good (the journal has no heartbeat): fail this process's running trials,
+    and those the interrupt caught before their objective started (no `pid` yet)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("pid", os.getpid()) == os.getpid():
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning("[%s] interrupted: trial %d marked failed", shard, trial.number)
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:

@@ -146,3 +146,37 @@ def test_a_lost_database_connection_is_reported_as_such_not_as_optuna_s_data_len
             raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. ... exceeding max length.") from lost
     except optuna.exceptions.StorageInternalError as exc:
         assert _reason(exc) == "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
+class InterruptedJournal(optuna.storages.JournalStorage):
+    """A real journal that gets Ctrl-C on the second trial, outside the objective where Optuna itself
+    cannot fail the trial: just after creating it, or just before telling its result."""
+
+    def __init__(self, path, method):
+        super().__init__(optuna.storages.journal.JournalFileBackend(str(path)))
+        self.method, self.calls = method, 0
+
+    def _interrupt_on_second_call(self, method):
+        self.calls += method == self.method
+        if self.calls == 2 and method == self.method:
+            raise KeyboardInterrupt
+
+    def create_new_trial(self, study_id, template_trial=None):
+        trial_id = super().create_new_trial(study_id, template_trial)
+        self._interrupt_on_second_call("create_new_trial")
+        return trial_id
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        self._interrupt_on_second_call("set_trial_state_values")
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+@pytest.mark.parametrize("method", ["create_new_trial", "set_trial_state_values"])
+def test_ctrl_c_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_path, method):
+    storage = InterruptedJournal(tmp_path / "journal.log", method)
+    study = create_study(load_config(environ={}).tuning, "i", storage)
+    X, y, Xv, yv = data()
+    with pytest.raises(KeyboardInterrupt):  # not Optuna's UnboundLocalError from telling an interrupted trial
+        run_shard(study, make_objective(TrainData.build(X, y, Xv, yv), base(), load_config(environ={}).tuning.search_space), 5)
+    states = [t.state.name for t in study.get_trials()]
+    assert states[0] == "COMPLETE" and states[1:] == ["FAIL"], states
