@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pipeline import steps
 from pipeline.config import Config, load_config
-from pipeline.tuning import FINISHED, TuningError, best_params, finished_trials, trial_counts
+from pipeline.tuning import FINISHED, TuningError, best_params, fail_stale_trials, finished_trials, trial_counts
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,8 @@ def run_processes(target: Callable[..., None], argsets: list[tuple], concurrent:
 
 def trial_progress(study) -> tuple[int, int]:
     """(finished, running) trials, after failing stale ones (a dead worker's trial, once its heartbeat is stale)."""
-    import optuna
     from optuna.trial import TrialState
 
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     return sum(t.state in FINISHED for t in trials), sum(t.state == TrialState.RUNNING for t in trials)

@@ -42,6 +42,21 @@ class TuningError(RuntimeError):
     """The study storage cannot be used; the message names it (without password)."""
 
 
+@contextmanager
+def tested_experimental_api() -> Iterator[None]:
+    """Heartbeats and `fail_stale_trials` are "experimental" since Optuna 2.8; the pinned version is
+    tested here, so their warning would only be noise in every trainer's log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and queue a retry of) trials whose heartbeat went stale: a dead worker's."""
+    with tested_experimental_api():
+        optuna.storages.fail_stale_trials(study)
+
+
 def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage:
     """`memory`, `journal:///path/file.log`, or an SQLAlchemy URL (sqlite, mysql+pymysql, postgresql)."""
     if not url or url == "memory":
@@ -53,8 +68,7 @@ def create_storage(url: str | None, heartbeat_interval: int = 10) -> BaseStorage
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8; the pinned version is tested here
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with tested_experimental_api():
             return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs={"pool_pre_ping": True, "pool_recycle": 3600},

@@ -180,3 +180,17 @@ def test_ctrl_c_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_pa
         run_shard(study, make_objective(TrainData.build(X, y, Xv, yv), base(), load_config(environ={}).tuning.search_space), 5)
     states = [t.state.name for t in study.get_trials()]
     assert states[0] == "COMPLETE" and states[1:] == ["FAIL"], states
+
+
+def test_watching_for_stale_trials_does_not_warn_about_optuna_s_experimental_api(tmp_path):
+    import warnings
+
+    from pipeline.dispatch import trial_progress
+
+    study = create_study(load_config(environ={}).tuning, "w", create_storage(f"sqlite:///{tmp_path}/o.db"))
+    study.tell(study.ask(), 0.7)
+    study.ask()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert trial_progress(study) == (1, 1)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
