@@ -12,6 +12,7 @@ finished: `tuning.n_trials` is complete + pruned trials; results report both apa
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -198,19 +199,26 @@ def stop_at_target(target: int, show: Show) -> Callable[[optuna.Study, FrozenTri
 
 
 def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
-    """One log line per finished trial: its value and time, the best so far and the study's progress."""
+    """A log line for each trial that sets a new best, each tenth of the target and the last one; the
+    other trials at debug (a few hundred trial lines per shard would bury the rest of the run's log)."""
+    every = max(1, math.ceil(target / 10))
+    shown_tenths = -1
 
     def show(trial: FrozenTrial, took: float, counts: dict[str, int], best: str) -> None:
+        nonlocal shown_tenths
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        finished = counts["finished_trials"]
+        notable = value == best or finished // every > shown_tenths or finished >= target
+        shown_tenths = max(shown_tenths, finished // every) if notable else shown_tenths
         log.log(
-            level,
+            level if notable else logging.DEBUG,
             "[%s] trial %d %s in %.2fs (best %s, %d/%d finished: %d complete, %d pruned)",
             shard,
             trial.number,
             value,
             took,
             best,
-            counts["finished_trials"],
+            finished,
             target,
             counts["complete_trials"],
             counts["pruned_trials"],
@@ -223,7 +231,7 @@ def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
 def trial_progress(target: int, shard: str) -> Iterator[Callable[[optuna.Study, FrozenTrial], None]]:
     """The shard's per-trial callback: stops at the target and reports, on a terminal as one progress
     bar (trials done/target, best value, ETA) drawn by shard-0 and counting every shard's trials, the
-    per-trial lines going to debug; elsewhere (Prefect UI, CI, a pipe) as per-trial log lines."""
+    per-trial lines going to debug; elsewhere (Prefect UI, CI, a pipe) as log lines (new bests, each tenth of the target, the last trial)."""
     if not interactive():
         yield stop_at_target(target, progress_line(target, shard))
         return

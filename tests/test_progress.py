@@ -1,4 +1,4 @@
-"""Tuning progress: a bar on a terminal, one log line per trial elsewhere (Prefect UI, CI, pipes)."""
+"""Tuning progress: a bar on a terminal; elsewhere (Prefect UI, CI, pipes) a log line per new best and per tenth of the study."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from tests.test_model_tuning import data
 TRIALS = 4
 
 
-def tune(shard: str = "shard-0") -> None:
-    cfg = load_config(overrides={"tuning": {"n_trials": TRIALS, "storage": "memory"}})
+def tune(shard: str = "shard-0", trials: int = TRIALS):
+    cfg = load_config(overrides={"tuning": {"n_trials": trials, "storage": "memory"}})
     study = create_study(cfg.tuning, "progress", create_storage("memory"))
     base = LightGBMModel(params={"verbosity": -1}, num_boost_round=50, early_stopping_rounds=5, num_threads=1)
-    run_shard(study, make_objective(TrainData.build(*data()), base, cfg.tuning.search_space), TRIALS, shard=shard)
+    run_shard(study, make_objective(TrainData.build(*data()), base, cfg.tuning.search_space), trials, shard=shard)
+    return study
 
 
 def trial_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -40,6 +41,19 @@ def test_without_a_terminal_each_trial_is_one_log_line(caplog, monkeypatch):
     assert len(lines) == TRIALS
     assert f"{TRIALS}/{TRIALS} finished" in lines[-1]
     assert sys.stderr.getvalue() == ""  # no bar drawn into a pipe
+
+
+def test_without_a_terminal_a_long_study_logs_new_bests_and_each_tenth_the_rest_at_debug(caplog, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    study = tune(trials=40)
+    shown = [int(line.split()[2]) for line in trial_lines(caplog, logging.INFO)]
+    assert sorted(shown + [int(line.split()[2]) for line in trial_lines(caplog, logging.DEBUG)]) == list(range(40))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best_so_far = [t.number for t in complete if t.value >= max(u.value for u in complete if u.number <= t.number)]
+    tenths = list(range(3, 40, 4))  # trials 3, 7, ... finish the 4th, 8th, ... of 40
+    assert sorted(set(best_so_far) | set(tenths)) == shown, (best_so_far, shown)
+    assert len(shown) < 40
 
 
 @pytest.fixture
