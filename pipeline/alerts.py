@@ -38,6 +38,7 @@ def drift_alert(summary: dict[str, Any], threshold: float) -> dict[str, Any] | N
         "threshold": threshold,
         "features_over_threshold": sum(1 for psi in summary["psi"].values() if psi > threshold),
         "top_psi": drift["top_psi"],
+        "reference_as_of": drift.get("reference_as_of"),  # the scored population it is compared with
         "model": summary["model"],
         "version": summary["version"],
         "as_of": summary["as_of"],

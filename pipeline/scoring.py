@@ -12,14 +12,15 @@ without an order at it. The score therefore does not grow with the time since th
 
 The model comes from the MLflow registry (alias `tracking.champion_alias`, or a version) with
 what its inputs need: featuretools definitions, encoder, calibrator, decision threshold, spec
-name and hash, and the training distribution of each feature (for drift). A model trained on
+name and hash, and each feature's distribution over the customers active at the end of the training
+data (the drift reference, `drift_reference_at`). A model trained on
 another spec (YAML or SQL changed) or whose definitions need columns or relationships the current
 data lacks is refused (`ScoringError`).
 
 Destinations: parquet in the artifact store (`scores/<as-of>/<model>-v<version>.parquet`) and a
 SQL table (`scoring.table_url`, `scoring.table`), replaced per (model, version, as-of) in one
 transaction. A summary (score quantiles, share per band, population stability index per feature
-against the training set) goes to an MLflow run `score-<as-of>` and the log.
+against the drift reference) goes to an MLflow run `score-<as-of>` and the log.
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ class ScoringError(ValueError):
 
 
 @dataclass(frozen=True)
+class ModelInputs:
+    """What rebuilds a model's input rows from the source tables: its saved featuretools definitions,
+    its encoder and its booster (the column order); `label` names the model in errors."""
+
+    label: str
+    features: list[FeatureBase]
+    encoder: Encoder
+    booster: lightgbm.Booster
+
+
+@dataclass(frozen=True)
 class ScoringModel:
     name: str
     version: int
@@ -69,7 +81,11 @@ class ScoringModel:
     calibrator: Calibrator
     threshold: float  # on the calibrated scale
     tags: dict[str, str]  # the version's tags (protocol.* among them)
-    drift_reference: dict[str, Any]
+    drift_reference: dict[str, Any]  # as_of, customers, features: per feature its distribution (`drift_reference_at`)
+
+    @property
+    def inputs(self) -> ModelInputs:
+        return ModelInputs(f"{self.name} v{self.version}", self.features, self.encoder, self.booster)
 
 
 @dataclass(frozen=True)
@@ -129,8 +145,13 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
         calibrator=tracking.run_calibrator(mv),
         threshold=float(mv.tags["threshold"]),
         tags=dict(mv.tags),
-        drift_reference=json.loads(reference),
+        drift_reference=_with_population(json.loads(reference)),
     )
+
+
+def _with_population(reference: dict[str, Any]) -> dict[str, Any]:
+    """Models registered before the reference was a scored population hold only the features' distributions (of the training rows)."""
+    return reference if "as_of" in reference else {"as_of": None, "customers": None, "features": reference}
 
 
 def check_spec(model: ScoringModel, spec_name: str, spec_digest: str) -> None:
@@ -222,7 +243,7 @@ def latest_orders(
 
 
 def customer_features(
-    cfg: Config, model: ScoringModel, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
+    cfg: Config, inputs: ModelInputs, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(latest orders of the active customers, the model's input rows for them): training's feature code, cutoff = each order's instant."""
     from pipeline import tracking
@@ -233,7 +254,7 @@ def customer_features(
     target = spec.target
     key = spec.entities[target.entity].index
     entityset = point_in_time_entityset(spec, tables)
-    check_definitions(model.features, entityset)
+    check_definitions(inputs.features, entityset)
     instants = order_instants(spec, tables)
     latest = latest_orders(tables[target.entity], instants, key, target.customer_key, target.time_index, as_of, cfg.scoring.active_days)
     if latest.empty:
@@ -243,10 +264,10 @@ def customer_features(
             f"latest order is of {newest}). Use --as-of latest, an earlier --as-of, or a larger scoring.active_days"
         )
     cutoff = pd.DataFrame({key: latest["order_id"].to_numpy(), "time": latest["instant"].to_numpy()})
-    matrix = calculate_features(model.features, entityset, cutoff, engine=cfg.features.engine)
-    aligned = tracking.aligned_features(model.encoder.transform(matrix), model.booster)
+    matrix = calculate_features(inputs.features, entityset, cutoff, engine=cfg.features.engine)
+    aligned = tracking.aligned_features(inputs.encoder.transform(matrix), inputs.booster)
     if isinstance(aligned, str):
-        raise ScoringError(f"{model.name} v{model.version}: {aligned.replace('the champion', 'the model')}")
+        raise ScoringError(f"{inputs.label}: {aligned.replace('the champion', 'the model')}")
     return latest, aligned
 
 
@@ -301,6 +322,17 @@ def _shown(value: Any) -> str:
 # --- drift against the training set ----------------------------------------------------------------
 
 
+def drift_reference_at(cfg: Config, inputs: ModelInputs, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, Any]:
+    """The drift reference stored with a model: the population scoring would have scored on `as_of`
+    (the end of the training data), each active customer at their latest order, by scoring's own path.
+
+    Today's scores are then compared like for like. The training rows themselves (every order of
+    every customer) would make each history-length feature (order counts, days since the first
+    order) drift by construction, and the alert fire on every run."""
+    _, X = customer_features(cfg, inputs, tables, as_of)
+    return {"as_of": as_of.date().isoformat(), "customers": len(X), "features": drift_reference(X, cfg.scoring.psi_bins)}
+
+
 def drift_reference(X: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
     """Each feature's training distribution: numeric ones over quantile bins of it, categorical ones over categories (+ missing).
 
@@ -337,9 +369,7 @@ def _categorical_shares(series: pd.Series, categories: list[str]) -> list[float]
 def population_stability(reference: dict[str, Any], X: pd.DataFrame) -> pd.Series:
     """PSI per feature, sum over bins of (actual - expected) x ln(actual / expected), highest first.
 
-    Rule of thumb: below 0.1 stable, 0.1-0.25 moderate, above 0.25 a shift worth a look. Scored
-    rows are each customer's latest order while training rows are all orders, so features that
-    grow with a customer's history (counts, time since first order) drift by construction.
+    Rule of thumb: below 0.1 stable, 0.1-0.25 moderate, above 0.25 a shift worth a look.
     """
     psi = {}
     for col, ref in reference.items():
@@ -365,9 +395,9 @@ def score(cfg: Config, version: int | None = None) -> ScoringResult:
     check_spec(model, spec.name, steps.spec_digest(cfg.data.spec))
     tables = steps.handle_snapshot_columns(spec, extract_tables(cfg.data.url, spec), cfg.features.drop_snapshot)
     when = resolve_as_of(cfg.scoring.as_of, tables[spec.target.entity][spec.target.time_index])
-    latest, X = customer_features(cfg, model, tables, when)
+    latest, X = customer_features(cfg, model.inputs, tables, when)
     scores = score_rows(cfg, model, latest, X, when)
-    psi = population_stability(model.drift_reference, X)
+    psi = population_stability(model.drift_reference["features"], X)
     summary = summarize(cfg, model, scores, psi, when)
     summary["scores_uri"] = write_parquet(cfg, scores, model, when)
     summary["table_rows"] = write_table(scores, cfg.scoring.table_url, cfg.scoring.table)
@@ -409,6 +439,7 @@ def summarize(cfg: Config, model: ScoringModel, scores: pd.DataFrame, psi: pd.Se
         "probability": {"mean": float(proba.mean()), **{k: float(np.quantile(proba, q)) for k, q in QUANTILES.items()}},
         "bands": {name: float(bands.get(name, 0.0)) for name in names},
         "drift": {
+            "reference_as_of": model.drift_reference["as_of"],
             "top_psi": [{"feature": f, "psi": round(v, 4)} for f, v in psi.head(PSI_TOP).items()],
             "max_psi": float(psi.max()) if len(psi) else 0.0,
             "features_over_0.25": int((psi > 0.25).sum()),
@@ -515,11 +546,16 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         "bands       "
         + ", ".join(f"{name} {share:.1%}" for name, share in summary["bands"].items())
         + f" (high: probability >= threshold {summary['threshold']:.3f})",
-        f"drift       PSI vs training, {d['features_over_0.25']} of {d['features']} features above 0.25; top: "
+        f"drift       PSI vs {_reference(d)}, {d['features_over_0.25']} of {d['features']} features above 0.25; top: "
         + ", ".join(f"{row['feature']} {row['psi']:.3f}" for row in d["top_psi"]),
         f"stored      {summary.get('scores_uri')}; {summary.get('table_rows')} rows in the scores table; "
         f"MLflow run {summary.get('mlflow_run_id')}",
     ]
+
+
+def _reference(drift: dict[str, Any]) -> str:
+    when = drift.get("reference_as_of")
+    return f"the customers active on {when} (end of the training data)" if when else "the training rows"
 
 
 def encoder_json(encoder: Encoder) -> dict[str, Any]:

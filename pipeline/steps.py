@@ -464,6 +464,27 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
     return run.info.run_id
 
 
+def drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Scoring's drift reference (`scoring.drift_reference_at`) as of the day before the test period
+    (a random split has none: the latest order's day); the refit rows if no customer was active then."""
+    from pipeline import scoring
+    from pipeline.features import load_definitions
+
+    spec = load_spec(cfg.data.spec)
+    tables = load_tables(spec, art)
+    test_start = fingerprint["split"].get("test_start")
+    order_times = tables[spec.target.entity][spec.target.time_index]
+    as_of = pd.Timestamp(test_start).normalize() - pd.Timedelta(days=1) if test_start else scoring.resolve_as_of("latest", order_times)
+    definitions = load_definitions(art.get_bytes("feature_definitions.json").decode())
+    inputs = scoring.ModelInputs("the trained model", definitions, art.get_object("encoder"), booster)
+    try:
+        return scoring.drift_reference_at(cfg, inputs, tables, as_of)
+    except scoring.ScoringError as exc:
+        log.warning("drift reference: %s; using the rows the model was refit on instead", exc)
+        X_fit = pd.concat([load_part(art, "train")[0], load_part(art, "valid")[0]])
+        return {"as_of": None, "customers": None, "features": scoring.drift_reference(X_fit, cfg.scoring.psi_bins)}
+
+
 def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Metrics, baselines, plots, tables and the model into the run; register it; move the alias only by `pipeline.selection`."""
     import mlflow
@@ -497,8 +518,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
         # what scoring needs to rebuild the model's inputs and measure drift (pipeline.scoring)
         mlflow.log_dict(scoring.encoder_json(art.get_object("encoder")), scoring.ENCODER_ARTIFACT)
-        X_fit = pd.concat([load_part(art, "train")[0], load_part(art, "valid")[0]])  # the rows the model was refit on
-        mlflow.log_dict(scoring.drift_reference(X_fit, cfg.scoring.psi_bins), scoring.DRIFT_ARTIFACT)
+        mlflow.log_dict(drift_reference(cfg, art, model.booster, fingerprint), scoring.DRIFT_ARTIFACT)
         info = tracking.log_model(model.booster, X_test.head(50))
         version_tags = {
             **protocol.to_tags(fingerprint),

@@ -83,6 +83,25 @@ def test_one_row_per_active_customer_scored_like_featuretools_would(trained):
     assert len(summary["drift"]["top_psi"]) == 5 and summary["drift"]["features"] == result.features.shape[1]
 
 
+def test_drift_is_measured_against_the_customers_active_when_the_training_data_ends(trained, caplog):
+    from pipeline import steps
+
+    model = scoring.load_model(trained["cfg"])
+    art = run_artifacts(trained["cfg"], trained["summary"]["run_id"])
+    test_start = pd.Timestamp(art.get_json("protocol")["split"]["test_start"])
+    day = (test_start.normalize() - pd.Timedelta(days=1)).date().isoformat()
+    assert model.drift_reference["as_of"] == day
+    result = scoring.score(config(trained, as_of=day))  # the reference's own population: no drift at all
+    assert result.summary["drift"]["reference_as_of"] == day and result.summary["customers"] == model.drift_reference["customers"]
+    assert result.summary["drift"]["max_psi"] < 1e-9
+    assert f"PSI vs the customers active on {day}" in "\n".join(scoring.summary_lines(result.summary))
+
+    # no customer active then (a test period starting before any order): the refit rows, said in the log
+    early = steps.drift_reference(trained["cfg"], art, model.booster, {"split": {"test_start": "1990-01-01"}})
+    assert early["as_of"] is None and set(early["features"]) == set(model.drift_reference["features"])
+    assert "using the rows the model was refit on instead" in caplog.text
+
+
 def test_past_as_of_reproduces_the_training_features_of_that_day(trained):
     art = run_artifacts(trained["cfg"], trained["summary"]["run_id"])
     training = pd.concat([art.get_frame(part) for part in ("train", "valid", "test")]).drop(columns=[LABEL])
