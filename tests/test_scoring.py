@@ -169,6 +169,8 @@ def test_risk_bands_and_population_stability():
     same = scoring.population_stability(reference, train)
     shifted = scoring.population_stability(reference, train.assign(x=train["x"] + 1, c=pd.Categorical(["a"] * 2000, categories=["a", "b"])))
     assert same.max() < 1e-9 and shifted["x"] > 0.25 and shifted["c"] > 0.25
+    # a model registered before the reference was a scored population stored only the distributions
+    assert scoring._with_population(reference) == {"as_of": None, "customers": None, "features": reference}
 
 
 @pytest.mark.parametrize("server", ["sqlite", "postgresql"])
