@@ -52,7 +52,7 @@ def setup_logging(level: int | str | None = None) -> None:
         logging.getLogger("mlflow").setLevel(level)
     logging.getLogger("featuretools").setLevel(logging.WARNING)  # its INFO is per-chunk noise
     # Optuna prints every trial through its own handler and again through ours; `pipeline.tuning`
-    # already logs each trial with its progress, so Optuna's warnings only, through our handler
+    # logs the trials with its progress (`progress_line`), so Optuna's warnings only, through our handler
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     logging.getLogger("optuna").setLevel(max(level, logging.WARNING))

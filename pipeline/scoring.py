@@ -37,7 +37,7 @@ import featuretools as ft
 import lightgbm
 import numpy as np
 import pandas as pd
-from featuretools.feature_base import FeatureBase, IdentityFeature
+from featuretools.feature_base import FeatureBase, IdentityFeature, TransformFeature
 
 from pipeline.config import Config
 from pipeline.evaluation import Calibrator
@@ -151,7 +151,9 @@ def load_model(cfg: Config, version: int | None = None) -> ScoringModel:
 
 def _with_population(reference: dict[str, Any]) -> dict[str, Any]:
     """Models registered before the reference was a scored population hold only the features' distributions (of the training rows)."""
-    return reference if "as_of" in reference else {"as_of": None, "customers": None, "features": reference}
+    if {"as_of", "customers", "features"} <= set(reference) and isinstance(reference["features"], dict):
+        return reference
+    return {"as_of": None, "customers": None, "features": reference}
 
 
 def check_spec(model: ScoringModel, spec_name: str, spec_digest: str) -> None:
@@ -319,7 +321,7 @@ def _shown(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
-# --- drift against the training set ----------------------------------------------------------------
+# --- drift against the population at the end of the training data ----------------------------------
 
 
 def drift_reference_at(cfg: Config, inputs: ModelInputs, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, Any]:
@@ -334,10 +336,10 @@ def drift_reference_at(cfg: Config, inputs: ModelInputs, tables: dict[str, pd.Da
 
 
 def drift_reference(X: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
-    """Each feature's training distribution: numeric ones over quantile bins of it, categorical ones over categories (+ missing).
+    """Each feature's distribution in `X`: numeric ones over quantile bins of it, categorical ones over categories (+ missing).
 
     Stored with the model (MLflow `features/drift_reference.json`) so scoring measures drift
-    without reading the training data.
+    without recomputing the reference population.
     """
     reference: dict[str, Any] = {}
     for col in X.columns:
@@ -364,6 +366,19 @@ def _categorical_shares(series: pd.Series, categories: list[str]) -> list[float]
     text = series.astype("object").where(series.notna(), None).map(lambda v: None if v is None else str(v))
     counts = text.value_counts()
     return [*(float(counts.get(c, 0)) / max(len(series), 1) for c in categories), float(text.isna().mean()) if len(series) else 0.0]
+
+
+def order_date_parts(features: list[FeatureBase], order_entity: str) -> list[str]:
+    """The scored order's own date parts (MONTH(OrderDate), WEEKDAY(OrderDate)): for each customer's
+    latest order up to the scoring date they follow that date, not the customers, so they are left
+    out of the drift (they would be over any threshold whenever two dates' seasons differ)."""
+    return [
+        f.get_name()
+        for f in features
+        if isinstance(f, TransformFeature)
+        and f.dataframe_name == order_entity
+        and all(isinstance(b, IdentityFeature) and b.column_schema.is_datetime for b in f.base_features)
+    ]
 
 
 def population_stability(reference: dict[str, Any], X: pd.DataFrame) -> pd.Series:
@@ -397,8 +412,10 @@ def score(cfg: Config, version: int | None = None) -> ScoringResult:
     when = resolve_as_of(cfg.scoring.as_of, tables[spec.target.entity][spec.target.time_index])
     latest, X = customer_features(cfg, model.inputs, tables, when)
     scores = score_rows(cfg, model, latest, X, when)
-    psi = population_stability(model.drift_reference["features"], X)
+    date_parts = [name for name in order_date_parts(model.features, spec.target.entity) if name in X.columns]
+    psi = population_stability(model.drift_reference["features"], X.drop(columns=date_parts))
     summary = summarize(cfg, model, scores, psi, when)
+    summary["drift"]["left_out"] = date_parts
     summary["scores_uri"] = write_parquet(cfg, scores, model, when)
     summary["table_rows"] = write_table(scores, cfg.scoring.table_url, cfg.scoring.table)
     return ScoringResult(scores, X, summary)
@@ -547,7 +564,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         + ", ".join(f"{name} {share:.1%}" for name, share in summary["bands"].items())
         + f" (high: probability >= threshold {summary['threshold']:.3f})",
         f"drift       PSI vs {_reference(d)}, {d['features_over_0.25']} of {d['features']} features above 0.25; top: "
-        + ", ".join(f"{row['feature']} {row['psi']:.3f}" for row in d["top_psi"]),
+        + ", ".join(f"{row['feature']} {row['psi']:.3f}" for row in d["top_psi"])
+        + (f" (left out, they follow the scoring date: {', '.join(d['left_out'])})" if d.get("left_out") else ""),
         f"stored      {summary.get('scores_uri')}; {summary.get('table_rows')} rows in the scores table; "
         f"MLflow run {summary.get('mlflow_run_id')}",
     ]

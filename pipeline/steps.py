@@ -464,7 +464,7 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
     return run.info.run_id
 
 
-def drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def model_drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Scoring's drift reference (`scoring.drift_reference_at`) as of the day before the test period
     (a random split has none: the latest order's day); the refit rows if no customer was active then."""
     from pipeline import scoring
@@ -478,11 +478,19 @@ def drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerprint: d
     definitions = load_definitions(art.get_bytes("feature_definitions.json").decode())
     inputs = scoring.ModelInputs("the trained model", definitions, art.get_object("encoder"), booster)
     try:
-        return scoring.drift_reference_at(cfg, inputs, tables, as_of)
-    except scoring.ScoringError as exc:
-        log.warning("drift reference: %s; using the rows the model was refit on instead", exc)
+        reference = scoring.drift_reference_at(cfg, inputs, tables, as_of)
+    except scoring.ScoringError:
+        log.warning(
+            "drift reference: no customer ordered in the %d days (scoring.active_days) up to %s, the end of the training "
+            "data; scoring will measure drift against the rows the model was refit on instead",
+            cfg.scoring.active_days,
+            as_of.date(),
+        )
         X_fit = pd.concat([load_part(art, "train")[0], load_part(art, "valid")[0]])
         return {"as_of": None, "customers": None, "features": scoring.drift_reference(X_fit, cfg.scoring.psi_bins)}
+    if reference["customers"] < 10 * cfg.scoring.psi_bins:
+        log.warning("drift reference: only %d customers active on %s: scoring's PSI will be noisy", reference["customers"], as_of.date())
+    return reference
 
 
 def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -518,7 +526,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
         # what scoring needs to rebuild the model's inputs and measure drift (pipeline.scoring)
         mlflow.log_dict(scoring.encoder_json(art.get_object("encoder")), scoring.ENCODER_ARTIFACT)
-        mlflow.log_dict(drift_reference(cfg, art, model.booster, fingerprint), scoring.DRIFT_ARTIFACT)
+        mlflow.log_dict(model_drift_reference(cfg, art, model.booster, fingerprint), scoring.DRIFT_ARTIFACT)
         info = tracking.log_model(model.booster, X_test.head(50))
         version_tags = {
             **protocol.to_tags(fingerprint),

@@ -135,8 +135,8 @@ def make_objective(data: TrainData, base: LightGBMModel, space: list[SearchParam
     """Objective on the shared Dataset: fit with the trial's params, score on the validation part."""
 
     def objective(trial: Trial) -> float:
+        trial.set_user_attr("pid", os.getpid())  # first: a trial without one is still being started (`_fail_interrupted_trials`)
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         model = LightGBMModel(
             params={**base.params, **suggest(trial, space)},
             num_boost_round=base.num_boost_round,
@@ -168,15 +168,19 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     }
 
 
-def _best(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+def _best(study: optuna.Study, trials: list[FrozenTrial]) -> float | None:
     """The best value among `trials` (already read: `study.best_value` would be another storage query)."""
     values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not values:
-        return "-"
-    return f"{(max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(values):.4f}"
+        return None
+    return (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(values)
 
 
-Show = Callable[[FrozenTrial, float, dict[str, int], str], None]
+def _shown(best: float | None) -> str:
+    return "-" if best is None else f"{best:.4f}"
+
+
+Show = Callable[[FrozenTrial, float, dict[str, int], float | None], None]
 
 
 def stop_at_target(target: int, show: Show) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -199,17 +203,20 @@ def stop_at_target(target: int, show: Show) -> Callable[[optuna.Study, FrozenTri
 
 
 def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
-    """A log line for each trial that sets a new best, each tenth of the target and the last one; the
-    other trials at debug (a few hundred trial lines per shard would bury the rest of the run's log)."""
+    """A log line for each trial that is the study's best so far, for the first trial that takes the
+    study (as this shard sees it) into a new tenth of the target, and for the last; the other trials
+    at debug (a few hundred trial lines per shard would bury the rest of the run's log)."""
     every = max(1, math.ceil(target / 10))
     shown_tenths = -1
 
-    def show(trial: FrozenTrial, took: float, counts: dict[str, int], best: str) -> None:
+    def show(trial: FrozenTrial, took: float, counts: dict[str, int], best: float | None) -> None:
         nonlocal shown_tenths
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         finished = counts["finished_trials"]
-        notable = value == best or finished // every > shown_tenths or finished >= target
-        shown_tenths = max(shown_tenths, finished // every) if notable else shown_tenths
+        is_best = trial.state == TrialState.COMPLETE and trial.value == best
+        notable = is_best or finished // every > shown_tenths or finished >= target
+        if notable:
+            shown_tenths = max(shown_tenths, finished // every)
         log.log(
             level if notable else logging.DEBUG,
             "[%s] trial %d %s in %.2fs (best %s, %d/%d finished: %d complete, %d pruned)",
@@ -217,7 +224,7 @@ def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
             trial.number,
             value,
             took,
-            best,
+            _shown(best),
             finished,
             target,
             counts["complete_trials"],
@@ -231,7 +238,7 @@ def progress_line(target: int, shard: str, level: int = logging.INFO) -> Show:
 def trial_progress(target: int, shard: str) -> Iterator[Callable[[optuna.Study, FrozenTrial], None]]:
     """The shard's per-trial callback: stops at the target and reports, on a terminal as one progress
     bar (trials done/target, best value, ETA) drawn by shard-0 and counting every shard's trials, the
-    per-trial lines going to debug; elsewhere (Prefect UI, CI, a pipe) as log lines (new bests, each tenth of the target, the last trial)."""
+    per-trial lines going to debug; elsewhere (Prefect UI, CI, a pipe) as log lines (`progress_line`)."""
     if not interactive():
         yield stop_at_target(target, progress_line(target, shard))
         return
@@ -241,9 +248,9 @@ def trial_progress(target: int, shard: str) -> Iterator[Callable[[optuna.Study, 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def advance(trial: FrozenTrial, took: float, counts: dict[str, int], best: str) -> None:
+    def advance(trial: FrozenTrial, took: float, counts: dict[str, int], best: float | None) -> None:
         bar.update(counts["finished_trials"] - bar.n)
-        bar.set_postfix_str(f"best {best}")
+        bar.set_postfix_str(f"best {_shown(best)}")
 
     with tqdm(total=target, desc="tuning", unit="trial") as bar, logging_redirect_tqdm():
         yield stop_at_target(target, advance)
@@ -313,12 +320,18 @@ def _optimize_until(
 
 def _fail_interrupted_trials(study: optuna.Study, shard: str) -> None:
     """Ctrl-C inside a trial lets Optuna fail it, but one landing while Optuna creates or tells a trial
-    leaves it RUNNING for good (the journal has no heartbeat): fail this process's running trials,
-    and those the interrupt caught before their objective started (no `pid` yet)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("pid", os.getpid()) == os.getpid():
-            study.tell(trial.number, state=TrialState.FAIL)
-            log.warning("[%s] interrupted: trial %d marked failed", shard, trial.number)
+    leaves it RUNNING for good (no heartbeat was started for it): fail this process's running trials
+    (its host and pid) and those caught before their objective started (no pid yet). Best effort: the
+    storage may be what the interrupt broke, and the interrupt must still end the run."""
+    host = socket.gethostname()
+    try:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid, trial_host = trial.user_attrs.get("pid"), trial.user_attrs.get("host", host)
+            if pid is None or (pid == os.getpid() and trial_host == host):
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                log.warning("[%s] interrupted: trial %d marked failed", shard, trial.number)
+    except Exception as exc:
+        log.warning("[%s] interrupted: could not fail its running trials (%s)", shard, _reason(exc))
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:

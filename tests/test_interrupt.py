@@ -52,16 +52,19 @@ def test_ctrl_c_during_tuning_leaves_promptly_and_closes_the_runs(tmp_path: Path
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE__", "PREFECT_API_URL"))}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:  # until the first trial finished: the second is under way
-        seen.append(line)
-        if "trial 0 " in line:
-            break
-    assert proc.poll() is None, "".join(seen[-20:])
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)  # read on, as a terminal would
-    took = time.monotonic() - interrupted
+    try:
+        seen = []
+        for line in proc.stdout:  # until the first trial finished: the second is under way
+            seen.append(line)
+            if "trial 0 " in line:
+                break
+        assert proc.poll() is None, "".join(seen[-20:])
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)  # read on, as a terminal would
+        took = time.monotonic() - interrupted
+    finally:
+        proc.kill()
     print(f"exited {proc.returncode} {took:.1f} s after Ctrl-C; its output after the Ctrl-C:\n{rest}")
     assert proc.returncode != 0 and took < 30
 

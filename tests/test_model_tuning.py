@@ -173,13 +173,24 @@ class InterruptedJournal(optuna.storages.JournalStorage):
 
 @pytest.mark.parametrize("method", ["create_new_trial", "set_trial_state_values"])
 def test_ctrl_c_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_path, method):
-    storage = InterruptedJournal(tmp_path / "journal.log", method)
-    study = create_study(load_config(environ={}).tuning, "i", storage)
+    import os
+    import socket
+
+    study = create_study(
+        load_config(environ={}).tuning,
+        "i",
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))),
+    )
+    for pid, host in [(os.getpid() + 1, socket.gethostname()), (os.getpid(), "another-host")]:  # other shards' live trials
+        other = study.ask()
+        other.set_user_attr("pid", pid)
+        other.set_user_attr("host", host)
+    study = optuna.load_study(study_name="i", storage=InterruptedJournal(tmp_path / "journal.log", method), sampler=study.sampler)
     X, y, Xv, yv = data()
     with pytest.raises(KeyboardInterrupt):  # not Optuna's UnboundLocalError from telling an interrupted trial
         run_shard(study, make_objective(TrainData.build(X, y, Xv, yv), base(), load_config(environ={}).tuning.search_space), 5)
     states = [t.state.name for t in study.get_trials()]
-    assert states[0] == "COMPLETE" and states[1:] == ["FAIL"], states
+    assert states == ["RUNNING", "RUNNING", "COMPLETE", "FAIL"], states
 
 
 def test_watching_for_stale_trials_does_not_warn_about_optuna_s_experimental_api(tmp_path):

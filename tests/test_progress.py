@@ -33,7 +33,7 @@ def trial_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "pipeline.tuning" and "] trial " in r.getMessage() and r.levelno == level]
 
 
-def test_without_a_terminal_each_trial_is_one_log_line(caplog, monkeypatch):
+def test_without_a_terminal_a_short_study_logs_every_trial(caplog, monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     caplog.set_level(logging.INFO, logger="pipeline")
     tune()

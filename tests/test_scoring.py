@@ -80,7 +80,9 @@ def test_one_row_per_active_customer_scored_like_featuretools_would(trained):
 
     summary = result.summary
     assert summary["customers"] == len(scores) and abs(sum(summary["bands"].values()) - 1) < 1e-9
-    assert len(summary["drift"]["top_psi"]) == 5 and summary["drift"]["features"] == result.features.shape[1]
+    left_out = summary["drift"]["left_out"]  # the order's date parts: they follow the scoring date
+    assert left_out and set(left_out) <= {"MONTH(OrderDate)", "WEEKDAY(OrderDate)"} and not set(left_out) & set(summary["psi"])
+    assert len(summary["drift"]["top_psi"]) == 5 and summary["drift"]["features"] == result.features.shape[1] - len(left_out)
 
 
 def test_drift_is_measured_against_the_customers_active_when_the_training_data_ends(trained, caplog):
@@ -97,9 +99,9 @@ def test_drift_is_measured_against_the_customers_active_when_the_training_data_e
     assert f"PSI vs the customers active on {day}" in "\n".join(scoring.summary_lines(result.summary))
 
     # no customer active then (a test period starting before any order): the refit rows, said in the log
-    early = steps.drift_reference(trained["cfg"], art, model.booster, {"split": {"test_start": "1990-01-01"}})
+    early = steps.model_drift_reference(trained["cfg"], art, model.booster, {"split": {"test_start": "1990-01-01"}})
     assert early["as_of"] is None and set(early["features"]) == set(model.drift_reference["features"])
-    assert "using the rows the model was refit on instead" in caplog.text
+    assert "against the rows the model was refit on instead" in caplog.text
 
 
 def test_past_as_of_reproduces_the_training_features_of_that_day(trained):
