@@ -59,6 +59,10 @@ class ScoringError(ValueError):
     """The model cannot score these customers; the message says why and how to fix it."""
 
 
+class NoActiveCustomers(ScoringError):
+    """No customer ordered in the `scoring.active_days` days up to the scoring date."""
+
+
 @dataclass(frozen=True)
 class ModelInputs:
     """What rebuilds a model's input rows from the source tables: its saved featuretools definitions,
@@ -261,7 +265,7 @@ def customer_features(
     latest = latest_orders(tables[target.entity], instants, key, target.customer_key, target.time_index, as_of, cfg.scoring.active_days)
     if latest.empty:
         newest = pd.to_datetime(tables[target.entity][target.time_index]).max()
-        raise ScoringError(
+        raise NoActiveCustomers(
             f"no active customer as of {as_of.date()}: no order in the {cfg.scoring.active_days} days up to it (the source's "
             f"latest order is of {newest}). Use --as-of latest, an earlier --as-of, or a larger scoring.active_days"
         )
@@ -369,9 +373,10 @@ def _categorical_shares(series: pd.Series, categories: list[str]) -> list[float]
 
 
 def order_date_parts(features: list[FeatureBase], order_entity: str) -> list[str]:
-    """The scored order's own date parts (MONTH(OrderDate), WEEKDAY(OrderDate)): for each customer's
-    latest order up to the scoring date they follow that date, not the customers, so they are left
-    out of the drift (they would be over any threshold whenever two dates' seasons differ)."""
+    """Transforms of the scored order's own date columns only (MONTH(OrderDate), WEEKDAY(OrderDate)):
+    for each customer's latest order up to the scoring date they follow that date, not the customers,
+    so they are left out of the drift (they would be over any threshold whenever two dates' seasons
+    differ). Aggregates over dates (days since the first order) stay in."""
     return [
         f.get_name()
         for f in features

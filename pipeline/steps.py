@@ -479,9 +479,9 @@ def model_drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerpr
     inputs = scoring.ModelInputs("the trained model", definitions, art.get_object("encoder"), booster)
     try:
         reference = scoring.drift_reference_at(cfg, inputs, tables, as_of)
-    except scoring.ScoringError:
+    except scoring.NoActiveCustomers:
         log.warning(
-            "drift reference: no customer ordered in the %d days (scoring.active_days) up to %s, the end of the training "
+            "drift reference: no customer ordered in the %d days (scoring.active_days) up to %s, the end of the fitted "
             "data; scoring will measure drift against the rows the model was refit on instead",
             cfg.scoring.active_days,
             as_of.date(),

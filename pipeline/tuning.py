@@ -285,9 +285,7 @@ def run_shard(
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise KeyboardInterrupt from exc  # Optuna's own error while it was being interrupted: still a Ctrl-C
-    mine = [
-        t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and t.user_attrs.get("pid") == os.getpid()
-    ]
+    mine = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in before and _started_here(t)]
     log.info("[%s] finished %d trials in %.1fs", shard, len(mine), time.perf_counter() - started)
     return len(mine)
 
@@ -318,16 +316,19 @@ def _optimize_until(
             return
 
 
+def _started_here(trial: FrozenTrial) -> bool:
+    """The trial's objective ran in this process (its host and pid: containers on other hosts reuse pids)."""
+    return trial.user_attrs.get("pid") == os.getpid() and trial.user_attrs.get("host", socket.gethostname()) == socket.gethostname()
+
+
 def _fail_interrupted_trials(study: optuna.Study, shard: str) -> None:
     """Ctrl-C inside a trial lets Optuna fail it, but one landing while Optuna creates or tells a trial
     leaves it RUNNING for good (no heartbeat was started for it): fail this process's running trials
-    (its host and pid) and those caught before their objective started (no pid yet). Best effort: the
-    storage may be what the interrupt broke, and the interrupt must still end the run."""
-    host = socket.gethostname()
+    and those caught before their objective started (no pid yet). Best effort: the storage may be
+    what the interrupt broke, and the interrupt must still end the run."""
     try:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid, trial_host = trial.user_attrs.get("pid"), trial.user_attrs.get("host", host)
-            if pid is None or (pid == os.getpid() and trial_host == host):
+            if "pid" not in trial.user_attrs or _started_here(trial):
                 study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
                 log.warning("[%s] interrupted: trial %d marked failed", shard, trial.number)
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""Tuning progress: a bar on a terminal; elsewhere (Prefect UI, CI, pipes) a log line per new best and per tenth of the study."""
+"""Tuning progress: a bar on a terminal; elsewhere (Prefect UI, CI, pipes) a log line per best-so-far trial and per tenth of the study."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_without_a_terminal_a_short_study_logs_every_trial(caplog, monkeypatch):
     assert sys.stderr.getvalue() == ""  # no bar drawn into a pipe
 
 
-def test_without_a_terminal_a_long_study_logs_new_bests_and_each_tenth_the_rest_at_debug(caplog, monkeypatch):
+def test_without_a_terminal_a_long_study_logs_its_best_so_far_trials_and_each_tenth_the_rest_at_debug(caplog, monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     caplog.set_level(logging.DEBUG, logger="pipeline")
     study = tune(trials=40)
@@ -54,6 +54,22 @@ def test_without_a_terminal_a_long_study_logs_new_bests_and_each_tenth_the_rest_
     tenths = list(range(3, 40, 4))  # trials 3, 7, ... finish the 4th, 8th, ... of 40
     assert sorted(set(best_so_far) | set(tenths)) == shown, (best_so_far, shown)
     assert len(shown) < 40
+
+
+def test_a_trial_just_below_the_best_is_not_logged_as_one_even_when_both_round_alike(caplog):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from pipeline.tuning import progress_line
+
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    show = progress_line(target=100, shard="shard-0")
+    counts = {"finished_trials": 2, "complete_trials": 2, "pruned_trials": 0}
+    trial = create_trial(value=0.81231, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)})
+    show(trial, 0.1, {**counts, "finished_trials": 1}, 0.81231)  # the first trial: the best, and the first tenth
+    show(trial, 0.1, counts, 0.81234)  # below the best, though both show as 0.8123
+    levels = [r.levelno for r in caplog.records if "] trial " in r.getMessage()]
+    assert levels == [logging.INFO, logging.DEBUG]
 
 
 @pytest.fixture
