@@ -34,8 +34,9 @@ PROJECT=${E2E_PROJECT:-churn-e2e}
 OFFLINE_DOCKER=${OFFLINE_DOCKER:-$ROOT/../shared/offline-docker}
 WORKERS=${E2E_WORKERS:-3}
 # trials of about a second (no pruning, no early stop): the 3 workers must overlap mid-tuning for the kill; pruned
-# trials took ~0.1 s once the per-trial MLflow requests were gone, and the study could end before the third shard started
-TRAIN_ARGS=${E2E_TRAIN_ARGS:---set tuning.n_trials=24 --set tuning.heartbeat_interval=60 --set tuning.pruner_warmup_steps=1000 --set features.max_depth=1 --set model.num_boost_round=300 --set model.early_stopping_rounds=300}
+# trials took ~0.1 s once the per-trial MLflow requests were gone, and at 300 rounds (0.2-0.5 s a trial) the study
+# ended 0.8 s after the third shard started, before every worker had finished a trial and started another
+TRAIN_ARGS=${E2E_TRAIN_ARGS:---set tuning.n_trials=24 --set tuning.heartbeat_interval=60 --set tuning.pruner_warmup_steps=3000 --set features.max_depth=1 --set model.num_boost_round=1000 --set model.early_stopping_rounds=1000}
 START=$(date +%s)
 WORK=$(mktemp -d /tmp/churn-e2e.XXXXXX)
 ENV_FILE=$WORK/e2e.env
