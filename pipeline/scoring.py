@@ -419,8 +419,7 @@ def score(cfg: Config, version: int | None = None) -> ScoringResult:
     scores = score_rows(cfg, model, latest, X, when)
     date_parts = [name for name in order_date_parts(model.features, spec.target.entity) if name in X.columns]
     psi = population_stability(model.drift_reference["features"], X.drop(columns=date_parts))
-    summary = summarize(cfg, model, scores, psi, when)
-    summary["drift"]["left_out"] = date_parts
+    summary = summarize(cfg, model, scores, psi, when, date_parts)
     summary["scores_uri"] = write_parquet(cfg, scores, model, when)
     summary["table_rows"] = write_table(scores, cfg.scoring.table_url, cfg.scoring.table)
     return ScoringResult(scores, X, summary)
@@ -446,7 +445,9 @@ def score_rows(cfg: Config, model: ScoringModel, latest: pd.DataFrame, X: pd.Dat
     return rows.sort_values(["churn_probability", "customer_id"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
 
 
-def summarize(cfg: Config, model: ScoringModel, scores: pd.DataFrame, psi: pd.Series, as_of: pd.Timestamp) -> dict[str, Any]:
+def summarize(
+    cfg: Config, model: ScoringModel, scores: pd.DataFrame, psi: pd.Series, as_of: pd.Timestamp, left_out: list[str]
+) -> dict[str, Any]:
     proba = scores["churn_probability"].to_numpy()
     bands = scores["risk_band"].value_counts(normalize=True)
     names = [cfg.scoring.high_band, *sorted(cfg.scoring.bands, key=cfg.scoring.bands.get, reverse=True)]
@@ -466,6 +467,7 @@ def summarize(cfg: Config, model: ScoringModel, scores: pd.DataFrame, psi: pd.Se
             "max_psi": float(psi.max()) if len(psi) else 0.0,
             "features_over_0.25": int((psi > 0.25).sum()),
             "features": len(psi),
+            "left_out": left_out,  # features without a PSI: the order's date parts
         },
         "psi": {f: round(v, 6) for f, v in psi.items()},
     }

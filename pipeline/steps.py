@@ -464,19 +464,18 @@ def open_tracking_run(cfg: Config, run_id: str) -> str:
     return run.info.run_id
 
 
-def model_drift_reference(cfg: Config, art: RunArtifacts, booster: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Scoring's drift reference (`scoring.drift_reference_at`) as of the day before the test period
-    (a random split has none: the latest order's day); the refit rows if no customer was active then."""
+def model_drift_reference(cfg: Config, art: RunArtifacts, inputs: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Scoring's drift reference (`scoring.drift_reference_at`) for the model `inputs` rebuild, as of the day
+    before the test period (a random split has none: the latest order's day); the refit rows if no customer was active then."""
     from pipeline import scoring
-    from pipeline.features import load_definitions
 
     spec = load_spec(cfg.data.spec)
     tables = load_tables(spec, art)
     test_start = fingerprint["split"].get("test_start")
-    order_times = tables[spec.target.entity][spec.target.time_index]
-    as_of = pd.Timestamp(test_start).normalize() - pd.Timedelta(days=1) if test_start else scoring.resolve_as_of("latest", order_times)
-    definitions = load_definitions(art.get_bytes("feature_definitions.json").decode())
-    inputs = scoring.ModelInputs("the trained model", definitions, art.get_object("encoder"), booster)
+    if test_start:
+        as_of = pd.Timestamp(test_start).normalize() - pd.Timedelta(days=1)
+    else:
+        as_of = scoring.resolve_as_of("latest", tables[spec.target.entity][spec.target.time_index])
     try:
         reference = scoring.drift_reference_at(cfg, inputs, tables, as_of)
     except scoring.NoActiveCustomers:
@@ -499,6 +498,7 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
 
     from pipeline import protocol, scoring, selection, tracking
     from pipeline.evaluation import metric_direction, score
+    from pipeline.features import load_definitions
 
     tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     metrics, metric, t = summary["metrics"], cfg.tuning.metric, cfg.tracking
@@ -523,10 +523,12 @@ def log_results(cfg: Config, art: RunArtifacts, mlflow_run_id: str, summary: dic
         mlflow.log_artifact(str(out_dir / "feature_descriptions.json"), "features")
         if (out_dir / "baselines.json").exists():
             mlflow.log_artifact(str(out_dir / "baselines.json"))
-        mlflow.log_text(art.get_bytes("feature_definitions.json").decode(), "features/feature_definitions.json")
+        definitions, encoder = art.get_bytes("feature_definitions.json").decode(), art.get_object("encoder")
+        mlflow.log_text(definitions, "features/feature_definitions.json")
         # what scoring needs to rebuild the model's inputs and measure drift (pipeline.scoring)
-        mlflow.log_dict(scoring.encoder_json(art.get_object("encoder")), scoring.ENCODER_ARTIFACT)
-        mlflow.log_dict(model_drift_reference(cfg, art, model.booster, fingerprint), scoring.DRIFT_ARTIFACT)
+        mlflow.log_dict(scoring.encoder_json(encoder), scoring.ENCODER_ARTIFACT)
+        inputs = scoring.ModelInputs("the trained model", load_definitions(definitions), encoder, model.booster)
+        mlflow.log_dict(model_drift_reference(cfg, art, inputs, fingerprint), scoring.DRIFT_ARTIFACT)
         info = tracking.log_model(model.booster, X_test.head(50))
         version_tags = {
             **protocol.to_tags(fingerprint),

@@ -279,7 +279,7 @@ def run_shard(
     try:
         _optimize_until(study, objective, target_trials, timeout_s, shard, [*(extra_callbacks or [])], storage_outage_s)
     except BaseException as exc:
-        if not any(isinstance(e, KeyboardInterrupt) for e in _exception_chain(exc)):
+        if not _raised_under(exc, (KeyboardInterrupt,)):
             raise
         _fail_interrupted_trials(study, shard)
         if isinstance(exc, KeyboardInterrupt):
@@ -353,10 +353,15 @@ def _exception_chain(exc: BaseException | None, limit: int = 10) -> list[BaseExc
     return chain
 
 
+def _raised_under(exc: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    """`exc` is one of `kinds`, or was raised from or while handling one (Optuna 5 masks a `tell`
+    that failed or was interrupted behind an UnboundLocalError of its own)."""
+    return any(isinstance(e, kinds) for e in _exception_chain(exc))
+
+
 def _caused_by_storage(exc: BaseException | None) -> bool:
-    """A storage error, or any error raised while handling one (Optuna 5 can mask a failed `tell`
-    behind an UnboundLocalError of its own)."""
-    return any(isinstance(e, STORAGE_ERRORS) for e in _exception_chain(exc))
+    """A storage error, or any error raised while handling one."""
+    return _raised_under(exc, STORAGE_ERRORS)
 
 
 def _reason(exc: BaseException) -> str:

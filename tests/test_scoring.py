@@ -99,7 +99,7 @@ def test_drift_is_measured_against_the_customers_active_when_the_training_data_e
     assert f"PSI vs the customers active on {day}" in "\n".join(scoring.summary_lines(result.summary))
 
     # no customer active then (a test period starting before any order): the refit rows, said in the log
-    early = steps.model_drift_reference(trained["cfg"], art, model.booster, {"split": {"test_start": "1990-01-01"}})
+    early = steps.model_drift_reference(trained["cfg"], art, model.inputs, {"split": {"test_start": "1990-01-01"}})
     assert early["as_of"] is None and set(early["features"]) == set(model.drift_reference["features"])
     assert "against the rows the model was refit on instead" in caplog.text
 
